@@ -1,0 +1,12 @@
+"""fastnn: fast, verified multilayer perceptrons for MNIST-style data.
+
+One set of maths (forward, softmax cross-entropy, backward, optimizer update) run by a
+backend: ``numpy`` (the reference), and faster backends that must match it.
+"""
+
+__version__ = "0.1.0"
+
+from fastnn.backends import available_backends, get_backend  # noqa: E402
+from fastnn.estimator import MLPClassifier, load_model  # noqa: E402
+
+__all__ = ["MLPClassifier", "__version__", "available_backends", "get_backend", "load_model"]

@@ -1,0 +1,206 @@
+"""The Backend interface, and the reference maths written against ``self.xp``.
+
+Conventions: samples are rows, so ``x`` is batch x features and ``W`` is fan_in x fan_out
+(the from-scratch notebooks used columns, ``W @ x``; rows match scikit-learn and PyTorch).
+Parameters travel as one flat list ``[W0, b0, W1, b1, ...]``; the last layer has no
+activation ("identity") and feeds the softmax cross-entropy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy
+from threadpoolctl import threadpool_limits
+
+from fastnn.optim import Optimizer, OptimizerState
+
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid")
+LAYER_ACTIVATIONS = (*HIDDEN_ACTIVATIONS, "identity")
+
+Array = Any  # an array of the backend's array module
+
+
+class Backend:
+    """How to compute. This class *is* the reference: fast backends override hot verbs only."""
+
+    name = "reference"
+    xp = numpy
+
+    # ---- arrays -------------------------------------------------------------------------
+    def asarray(self, a: Any, dtype: Any = None) -> Array:
+        """``a`` as an array where this backend computes (no copy when already there)."""
+        return self.xp.asarray(a, dtype=dtype)
+
+    def to_numpy(self, a: Array) -> numpy.ndarray:
+        """``a`` as a host numpy array."""
+        return numpy.asarray(a)
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Array:
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def synchronize(self) -> None:
+        """Wait for queued work to finish (a no-op on the CPU)."""
+
+    @contextlib.contextmanager
+    def limit_threads(self, n_threads: int | None) -> Iterator[None]:
+        """Run the block on at most ``n_threads`` CPU threads (None: leave as is)."""
+        if n_threads is None:
+            yield
+            return
+        with threadpool_limits(limits=n_threads):
+            yield
+
+    # ---- layers -------------------------------------------------------------------------
+    def linear(self, x: Array, W: Array, b: Array, activation: str) -> Array:
+        """y = act(x @ W + b)."""
+        z = x @ W + b
+        if activation == "relu":
+            return self.xp.maximum(z, 0)
+        if activation == "tanh":
+            return self.xp.tanh(z)
+        if activation == "sigmoid":
+            return 1 / (1 + self.xp.exp(-z))
+        return z
+
+    def linear_backward(
+        self, dy: Array, x: Array, W: Array, y: Array, activation: str, need_dx: bool
+    ) -> tuple[Array | None, Array, Array]:
+        """Gradients of ``y = act(x @ W + b)`` given dL/dy; act' is read from the output y."""
+        if activation == "relu":
+            dz = dy * (y > 0)
+        elif activation == "tanh":
+            dz = dy * (1 - y * y)
+        elif activation == "sigmoid":
+            dz = dy * (y * (1 - y))
+        else:
+            dz = dy
+        dW = x.T @ dz
+        db = dz.sum(axis=0)
+        dx = dz @ W.T if need_dx else None
+        return dx, dW, db
+
+    def softmax_xent(self, logits: Array, y_idx: Array) -> tuple[Array, Array]:
+        """Mean cross-entropy of softmax(logits) against integer labels, and dL/dlogits.
+
+        Stable for any finite logits: log-softmax via the row maximum (log-sum-exp).
+        """
+        xp = self.xp
+        n = logits.shape[0]
+        rows = xp.arange(n)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_norm = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        log_probs = shifted - log_norm
+        loss = -log_probs[rows, y_idx].mean()
+        dlogits = xp.exp(log_probs)
+        dlogits[rows, y_idx] -= 1
+        dlogits /= n
+        return loss, dlogits
+
+    def softmax(self, logits: Array) -> Array:
+        """Row-wise probabilities, stable for any finite logits."""
+        e = self.xp.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    # ---- optimizer updates (in place) ---------------------------------------------------
+    def sgd_update(
+        self,
+        param: Array,
+        grad: Array,
+        velocity: Array | None,
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+        weight_decay: float,
+    ) -> None:
+        """SGD, with momentum when ``velocity`` is given (PyTorch's formulation)."""
+        g = grad + weight_decay * param if weight_decay else grad
+        if velocity is None:
+            step = g
+        else:
+            velocity *= momentum
+            velocity += g
+            step = g + momentum * velocity if nesterov else velocity
+        param -= lr * step
+
+    def adam_update(
+        self,
+        param: Array,
+        grad: Array,
+        m: Array,
+        v: Array,
+        t: int,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        weight_decay: float,
+    ) -> None:
+        """Adam with bias correction at step ``t`` (1-based) and L2 weight decay."""
+        g = grad + weight_decay * param if weight_decay else grad
+        m *= beta1
+        m += (1 - beta1) * g
+        v *= beta2
+        v += (1 - beta2) * (g * g)
+        m_hat = m / (1 - beta1**t)
+        v_hat = v / (1 - beta2**t)
+        param -= lr * m_hat / (self.xp.sqrt(v_hat) + eps)
+
+    # ---- composites: one network, one step ----------------------------------------------
+    def forward(self, params: list[Array], x: Array, activation: str) -> Array:
+        """Logits of the network for the rows of ``x``."""
+        n_layers = len(params) // 2
+        for i in range(n_layers):
+            act = activation if i < n_layers - 1 else "identity"
+            x = self.linear(x, params[2 * i], params[2 * i + 1], act)
+        return x
+
+    def loss_and_grads(
+        self, params: list[Array], x: Array, y_idx: Array, activation: str
+    ) -> tuple[Array, Array, list[Array]]:
+        """(mean loss, number of correct predictions, gradients in the order of ``params``)."""
+        n_layers = len(params) // 2
+        acts = [x]
+        for i in range(n_layers):
+            act = activation if i < n_layers - 1 else "identity"
+            acts.append(self.linear(acts[-1], params[2 * i], params[2 * i + 1], act))
+        logits = acts[-1]
+        loss, delta = self.softmax_xent(logits, y_idx)
+        correct = (logits.argmax(axis=1) == y_idx).sum()
+        grads: list[Array] = [None] * len(params)
+        for i in reversed(range(n_layers)):
+            act = activation if i < n_layers - 1 else "identity"
+            delta, grads[2 * i], grads[2 * i + 1] = self.linear_backward(
+                delta, acts[i], params[2 * i], acts[i + 1], act, need_dx=i > 0
+            )
+        return loss, correct, grads
+
+    def apply_update(
+        self, params: list[Array], grads: list[Array], state: OptimizerState, opt: Optimizer
+    ) -> None:
+        """One optimizer step on every parameter, in place; weight decay on weights only."""
+        state.step += 1
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            wd = opt.weight_decay if i % 2 == 0 else 0.0
+            if opt.name == "adam":
+                m, v = state.slots["m"][i], state.slots["v"][i]
+                self.adam_update(p, g, m, v, state.step, opt.lr, opt.beta1, opt.beta2, opt.eps, wd)
+            else:
+                velocity = state.slots["velocity"][i] if opt.momentum else None
+                self.sgd_update(p, g, velocity, opt.lr, opt.momentum, opt.nesterov, wd)
+
+    def train_step(
+        self,
+        params: list[Array],
+        state: OptimizerState,
+        x: Array,
+        y_idx: Array,
+        activation: str,
+        opt: Optimizer,
+    ) -> tuple[Array, Array]:
+        """Forward, loss, backward and update on one minibatch; returns (loss, correct)."""
+        loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation)
+        self.apply_update(params, grads, state, opt)
+        return loss, correct

@@ -1,0 +1,364 @@
+"""``fastnn`` command line: train, evaluate, predict, info; a thin layer over the Python API.
+
+Every user error ends as one line on stderr and exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import numpy as np
+
+from fastnn import __version__
+from fastnn.backends import backend_names, get_backend, unavailable_reason
+from fastnn.backends.base import HIDDEN_ACTIVATIONS
+from fastnn.errors import FastnnError
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
+
+
+class UsageError(FastnnError):
+    """Bad command-line arguments."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _hidden_sizes(text: str) -> tuple[int, ...]:
+    return tuple(_positive_int(part) for part in text.split(","))
+
+
+def _batch_size(text: str) -> int | str:
+    return "full" if text == "full" else _positive_int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fastnn", description="Train and use MLPs on MNIST-style data.")
+    parser.add_argument("--version", action="version", version=f"fastnn {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a network, report test accuracy, save the model")
+    _add_backend(p)
+    _add_dataset(p, default="mnist")
+    p.add_argument(
+        "--hidden",
+        type=_hidden_sizes,
+        default=(128,),
+        metavar="N[,N...]",
+        help="hidden layer widths (default: 128)",
+    )
+    p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
+    p.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=None,
+        help="learning rate (default: sgd 0.1, momentum 0.01, adam 0.001)",
+    )
+    p.add_argument(
+        "--momentum",
+        type=_non_negative_float,
+        default=0.9,
+        help="momentum coefficient for --optimizer momentum (default: 0.9)",
+    )
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    p.add_argument(
+        "--batch-size",
+        type=_batch_size,
+        default=128,
+        metavar="N|full",
+        help="minibatch rows, or 'full' for full-batch gradient descent (default: 128)",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=0.0,
+        help="L2 weight decay added to weight gradients (default: 0)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads to use")
+    p.add_argument(
+        "--out", default="model.npz", help="where to save the model (default: model.npz)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object with the results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="accuracy and confusion matrix of a saved model")
+    p.add_argument("model")
+    _add_dataset(p, default=None)
+    _add_backend(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("predict", help="predict the classes of images in a .npy or IDX file")
+    p.add_argument("model")
+    p.add_argument("input", help=".npy array (N, features) or (N, H, W), or an IDX images file")
+    _add_backend(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("info", help="backends, versions, threads and devices")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=backend_names(), default="auto")
+
+
+def _add_dataset(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument(
+        "--dataset",
+        default=default,
+        metavar="NAME|PATH",
+        help="mnist, fashion-mnist, digits, or a path: IDX directory, .npz, .csv"
+        + (f" (default: {default})" if default else " (default: the training set's)"),
+    )
+    p.add_argument("--data-home", default=None, help="scikit-learn download cache directory")
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from fastnn.data import load
+    from fastnn.estimator import MLPClassifier
+
+    data = load(args.dataset, seed=args.seed, data_home=args.data_home)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    batch = (
+        args.batch_size if args.batch_size == "full" else min(args.batch_size, len(data.X_train))
+    )
+    model = MLPClassifier(
+        hidden_layer_sizes=args.hidden,
+        activation=args.activation,
+        solver="adam" if args.optimizer == "adam" else "sgd",
+        alpha=0.0,
+        batch_size=batch,
+        learning_rate_init=lr,
+        max_iter=args.epochs,
+        random_state=args.seed,
+        momentum=args.momentum if args.optimizer == "momentum" else 0.0,
+        nesterovs_momentum=args.nesterov,
+        backend=get_backend(args.backend).name,
+        dtype=args.dtype,
+        n_threads=args.threads,
+        verbose=2 if not args.quiet and sys.stderr.isatty() else 0,
+    )
+    if args.weight_decay:
+        # the estimator's alpha is scikit-learn's (divided by the batch rows): undo that here
+        rows = len(data.X_train) if batch == "full" else batch
+        model.set_params(alpha=args.weight_decay * rows)
+    t0 = time.perf_counter()
+    model.fit(data.X_train, data.y_train)
+    train_seconds = time.perf_counter() - t0
+    accuracy = float(model.score(data.X_test, data.y_test))
+    model.save(args.out, metadata={"dataset": args.dataset, "test_accuracy": accuracy})
+    samples = sum(h["samples"] for h in model.history_)
+    result = {
+        "backend": model.backend,
+        "dataset": args.dataset,
+        "layer_sizes": [model.n_features_in_, *args.hidden, model.n_outputs_],
+        "activation": args.activation,
+        "optimizer": args.optimizer,
+        "learning_rate": lr,
+        "batch_size": batch,
+        "epochs": model.n_iter_,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "test_accuracy": accuracy,
+        "train_seconds": train_seconds,
+        "samples_per_second": samples / train_seconds,
+        "model": str(args.out),
+        "history": model.history_,
+    }
+    if not args.json:
+        print(
+            f"test accuracy {accuracy:.4f} | {model.n_iter_} epochs in {train_seconds:.2f} s "
+            f"| {result['samples_per_second']:,.0f} samples/s | backend {model.backend} "
+            f"| final loss {model.loss_curve_[-1]:.4f} | saved {args.out}"
+        )
+    return result
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.metrics import confusion_matrix
+
+    from fastnn.data import load
+    from fastnn.estimator import load_model
+
+    model = load_model(args.model, backend=args.backend)
+    dataset = args.dataset or model.metadata_.get("dataset", "mnist")
+    data = load(dataset, data_home=args.data_home)
+    _check_features(model, data.X_test.shape[1], dataset)
+    predicted = model.predict(data.X_test)
+    accuracy = float(np.mean(predicted == data.y_test))
+    labels = np.union1d(model.classes_, data.y_test)
+    matrix = confusion_matrix(data.y_test, predicted, labels=labels)
+    if not args.json:
+        print(f"accuracy {accuracy:.4f} on {len(data.y_test)} test samples of {dataset}")
+        print(
+            "confusion matrix (rows: true, columns: predicted, labels "
+            f"{', '.join(map(str, labels.tolist()))}):"
+        )
+        print(matrix)
+    return {
+        "model": args.model,
+        "dataset": dataset,
+        "n_samples": len(data.y_test),
+        "accuracy": accuracy,
+        "labels": labels.tolist(),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
+    from fastnn.data import load_inputs
+    from fastnn.estimator import load_model
+
+    model = load_model(args.model, backend=args.backend)
+    X = load_inputs(args.input)
+    _check_features(model, X.shape[1], args.input)
+    proba = model.predict_proba(X)
+    predictions = model.classes_[proba.argmax(axis=1)]
+    if not args.json:
+        for label in predictions.tolist():
+            print(label)
+    return {"predictions": predictions.tolist(), "confidence": proba.max(axis=1).tolist()}
+
+
+def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
+    import numba
+    import sklearn
+    from threadpoolctl import threadpool_info
+
+    from fastnn._compat import cuda_device_problem, has_cupy
+
+    backends = {name: unavailable_reason(name) or "available" for name in backend_names()[:-1]}
+    info: dict[str, Any] = {
+        "fastnn": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "scikit-learn": sklearn.__version__,
+        "auto_backend": get_backend("auto").name,
+        "backends": backends,
+        "blas": [
+            {k: lib.get(k) for k in ("internal_api", "version", "num_threads")}
+            for lib in threadpool_info()
+            if lib.get("user_api") == "blas"
+        ],
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "cuda": cuda_device_problem() or _cuda_devices(),
+    }
+    if has_cupy():
+        import cupy
+
+        info["cupy"] = cupy.__version__
+    if not args.json:
+        for key, value in info.items():
+            if isinstance(value, dict):
+                print(f"{key}:")
+                for k, v in value.items():
+                    print(f"  {k}: {v}")
+            else:
+                print(f"{key}: {value}")
+    return info
+
+
+def _cuda_devices() -> list[dict[str, Any]]:
+    import cupy
+
+    devices = []
+    for i in range(cupy.cuda.runtime.getDeviceCount()):
+        props = cupy.cuda.runtime.getDeviceProperties(i)
+        devices.append(
+            {
+                "name": props["name"].decode(),
+                "memory_gib": round(props["totalGlobalMem"] / 2**30, 1),
+                "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            }
+        )
+    return devices
+
+
+def _check_features(model: Any, n_features: int, source: str) -> None:
+    if n_features != model.n_features_in_:
+        raise UsageError(
+            f"{source} has {n_features} features per sample but the model expects "
+            f"{model.n_features_in_}; use data of the kind the model was trained on"
+        )
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fastnn`` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        result = COMMANDS[args.command](args)
+        if getattr(args, "json", False):
+            print(json.dumps(result, default=_json_default))
+        sys.stdout.flush()
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which has closed the pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (FastnnError, ValueError, TypeError, OSError) as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"fastnn: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastnn: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Network shape, seeded parameter initialisation, and batched inference through a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fastnn.backends.base import Backend
+
+INFERENCE_CHUNK = 8192  # rows per forward pass at inference: bounds memory on any dataset
+
+
+def layer_sizes(n_features: int, hidden: Sequence[int], n_classes: int) -> tuple[int, ...]:
+    """(inputs, hidden..., outputs); two classes still get two softmax outputs."""
+    return (int(n_features), *(int(h) for h in hidden), int(n_classes))
+
+
+def init_params(
+    sizes: Sequence[int], activation: str, dtype: Any, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """[W0, b0, W1, b1, ...]: He-normal weights for relu, Glorot-uniform for tanh/sigmoid.
+
+    Drawn in float64 then cast, so float32 and float64 networks start from the same values.
+    Biases start at zero.
+    """
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=False):
+        if activation == "relu":
+            W = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
+        else:
+            bound = np.sqrt(6.0 / (fan_in + fan_out))
+            W = rng.uniform(-bound, bound, size=(fan_in, fan_out))
+        params += [W.astype(dtype), np.zeros(fan_out, dtype=dtype)]
+    return params
+
+
+def predict_proba(backend: Backend, params: list[Any], X: Any, activation: str) -> np.ndarray:
+    """Class probabilities for every row of ``X``, in chunks, returned on host."""
+    chunks = [
+        backend.to_numpy(
+            backend.softmax(backend.forward(params, X[s : s + INFERENCE_CHUNK], activation))
+        )
+        for s in range(0, X.shape[0], INFERENCE_CHUNK)
+    ]
+    return np.concatenate(chunks) if chunks else np.empty((0, params[-1].shape[0]))

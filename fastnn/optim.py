@@ -1,0 +1,48 @@
+"""Optimizer settings and state: plain SGD, SGD with (Nesterov) momentum, Adam."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastnn.backends.base import Backend
+
+SOLVERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    """Hyperparameters of one update rule; ``name`` is "sgd" (momentum 0 = plain) or "adam"."""
+
+    name: str
+    lr: float
+    momentum: float = 0.0
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    @property
+    def slot_names(self) -> tuple[str, ...]:
+        """Per-parameter state arrays this rule keeps."""
+        if self.name == "adam":
+            return ("m", "v")
+        return ("velocity",) if self.momentum else ()
+
+
+@dataclass
+class OptimizerState:
+    """Step counter and per-parameter slots (``slots[name][i]`` belongs to ``params[i]``)."""
+
+    step: int = 0
+    slots: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def init_state(backend: Backend, opt: Optimizer, params: list[Any]) -> OptimizerState:
+    """Zeroed state for ``opt`` over ``params``, allocated on ``backend``."""
+    return OptimizerState(
+        step=0,
+        slots={name: [backend.zeros(p.shape, p.dtype) for p in params] for name in opt.slot_names},
+    )

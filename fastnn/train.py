@@ -1,0 +1,153 @@
+"""The training loop: batching, per-epoch shuffling, epochs, callbacks, progress."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from fastnn.backends.base import Backend
+from fastnn.optim import Optimizer, OptimizerState
+
+
+@dataclass
+class EpochStats:
+    """What one epoch did: mean training loss and accuracy over its samples, wall time."""
+
+    epoch: int
+    loss: float
+    accuracy: float
+    seconds: float
+    samples: int
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "samples_per_second": self.samples_per_second}
+
+
+class Callback(Protocol):
+    def on_epoch_begin(self, epoch: int, n_samples: int) -> None: ...
+    def on_batch_end(self, n_rows: int) -> None: ...
+    def on_epoch_end(self, stats: EpochStats) -> bool:
+        """Return True to stop training after this epoch."""
+        ...
+
+
+def run_epoch(
+    backend: Backend,
+    params: list[Any],
+    state: OptimizerState,
+    X: Any,
+    y: Any,
+    *,
+    activation: str,
+    opt: Optimizer,
+    batch_size: int,
+    order: np.ndarray | None,
+    callbacks: Sequence[Callback] = (),
+) -> tuple[float, float]:
+    """One pass over (X, y) in minibatches of ``batch_size`` rows (the last may be smaller).
+
+    ``order`` is a permutation of the rows, or None to keep them in place. Returns the
+    sample-weighted mean loss and the accuracy, read back from the backend once.
+    """
+    n = X.shape[0]
+    index = None if order is None else backend.asarray(order)
+    loss_sum = correct = 0
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        if index is None:
+            xb, yb = X[start:stop], y[start:stop]
+        else:
+            rows = index[start:stop]
+            xb, yb = X[rows], y[rows]
+        loss, n_correct = backend.train_step(params, state, xb, yb, activation, opt)
+        loss_sum = loss_sum + loss * (stop - start)
+        correct = correct + n_correct
+        for cb in callbacks:
+            cb.on_batch_end(stop - start)
+    backend.synchronize()
+    return float(loss_sum) / n, float(correct) / n
+
+
+def train(
+    backend: Backend,
+    params: list[Any],
+    state: OptimizerState,
+    X: Any,
+    y: Any,
+    *,
+    activation: str,
+    opt: Optimizer,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool,
+    rng: np.random.Generator,
+    first_epoch: int = 1,
+    callbacks: Sequence[Callback] = (),
+) -> list[EpochStats]:
+    """Train ``params`` in place for up to ``epochs`` epochs; a callback may stop it early.
+
+    Rows are reshuffled every epoch when ``shuffle`` (except for one full batch, whose
+    gradient does not depend on the order).
+    """
+    n = X.shape[0]
+    history = []
+    for epoch in range(first_epoch, first_epoch + epochs):
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch, n)
+        order = rng.permutation(n) if shuffle and batch_size < n else None
+        t0 = time.perf_counter()
+        loss, accuracy = run_epoch(
+            backend,
+            params,
+            state,
+            X,
+            y,
+            activation=activation,
+            opt=opt,
+            batch_size=batch_size,
+            order=order,
+            callbacks=callbacks,
+        )
+        stats = EpochStats(epoch, loss, accuracy, time.perf_counter() - t0, n)
+        history.append(stats)
+        stop = [cb.on_epoch_end(stats) for cb in callbacks]
+        if any(stop):
+            break
+    return history
+
+
+class ProgressBar:
+    """A tqdm bar per epoch on stderr: samples done, samples/s, then loss and accuracy."""
+
+    def __init__(self, last_epoch: int) -> None:
+        self.last_epoch = last_epoch
+        self.bar: Any = None
+
+    def on_epoch_begin(self, epoch: int, n_samples: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(
+            total=n_samples,
+            desc=f"epoch {epoch}/{self.last_epoch}",
+            unit="sample",
+            unit_scale=True,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def on_batch_end(self, n_rows: int) -> None:
+        self.bar.update(n_rows)
+
+    def on_epoch_end(self, stats: EpochStats) -> bool:
+        self.bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
+        self.bar.close()
+        return False
