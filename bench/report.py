@@ -1,0 +1,78 @@
+"""The end-of-run table: workload x implementation, throughput, % of sgemm, speed-ups."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+PEERS = ("torch-cpu", "torch-cuda", "sklearn")
+
+
+def table(rows: list[dict], sgemm_gflops: float) -> str:
+    """Markdown table; speed-up = peer median / fastnn median, both from this run."""
+    peers = [p for p in PEERS if any(r["impl"] == p for r in rows)]
+    head = ["workload", "implementation", "median s", "samples/s", "GFLOP/s", "% sgemm"]
+    head += [f"vs {p}" for p in peers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    medians = {(r["workload"], r["impl"]): r["median"] for r in rows}
+    for r in rows:
+        cells = [
+            r["workload"],
+            r["impl"],
+            f"{r['median']:.4f}",
+            f"{r['samples_per_second']:,.0f}",
+            f"{r['gflops']:.1f}",
+            f"{100 * r['gflops'] / sgemm_gflops:.0f}%",
+        ]
+        for p in peers:
+            peer = medians.get((r["workload"], p))
+            fast = r["impl"].startswith("fastnn-")
+            cells.append(f"{peer / r['median']:.2f}x" if fast and peer else "")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def environment(sgemm_gflops: float) -> list[str]:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = []
+    for pkg in ("fastnn", "numpy", "numba", "scikit-learn", "torch", "cupy-cuda12x"):
+        try:
+            versions.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            pass
+    return [
+        f"- CPU: {cpu}, {os.cpu_count()} cores; numpy float32 sgemm {sgemm_gflops:.0f} GFLOP/s",
+        f"- Python {platform.python_version()}; {', '.join(versions)}",
+    ]
+
+
+def write_markdown(path: str, body: str, sgemm_gflops: float, command: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    text = "\n".join(
+        [
+            "# Benchmark results",
+            "",
+            f"Generated {stamp} by `{command}`; do not edit by hand.",
+            "",
+            *environment(sgemm_gflops),
+            "",
+            "One round is one training epoch over 60000 x 784 float32 samples",
+            "(`inference`: predict_proba on 10000). GFLOP/s counts",
+            "6 x samples x sum(fan_in x fan_out) per epoch; speed-ups are",
+            "peer median / fastnn median from this same run.",
+            "",
+            body,
+            "",
+        ]
+    )
+    with open(path, "w") as f:
+        f.write(text)
+    print(f"wrote {path}", file=sys.stderr)

@@ -1,0 +1,91 @@
+"""Throughput of every fastnn backend and of the peers, one parametrised set of workloads.
+
+Each implementation is first checked to reach numpy's loss on a few unshuffled steps from the
+same initial parameters, so a broken fast path cannot post a good time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+from bench.peers import FastnnImpl, SklearnImpl, TorchImpl
+from bench.workloads import N_INFERENCE, WORKLOADS, Workload
+from fastnn.backends import backend_names, get_backend, unavailable_reason
+from fastnn.model import init_params
+
+FASTNN = [f"fastnn-{b}" for b in backend_names() if b != "auto"]
+IMPLEMENTATIONS = [*FASTNN, "torch-cpu", "torch-cuda", "sklearn"]
+ROUNDS = {"seed": 5, "small": 3, "medium": 3, "fullbatch": 10, "inference": 10}
+CHECK_ROWS = 2048
+_reference: dict[str, np.ndarray | float] = {}
+
+
+def factory(impl: str):
+    """A constructor ``(workload, init, X, y) -> implementation``, or a skip with the reason."""
+    if impl.startswith("fastnn-"):
+        backend = impl.removeprefix("fastnn-")
+        reason = unavailable_reason(backend)
+        if reason:
+            pytest.skip(f"{impl}: {reason}")
+        return lambda *a: FastnnImpl(backend, *a)
+    if impl.startswith("torch-"):
+        torch = pytest.importorskip("torch", reason="PyTorch is not installed (the bench extra)")
+        device = impl.removeprefix("torch-")
+        if device == "cuda" and not torch.cuda.is_available():
+            pytest.skip("torch-cuda: no CUDA device")
+        return lambda *a: TorchImpl(device, *a)
+    return SklearnImpl
+
+
+def initial_params(w: Workload) -> list[np.ndarray]:
+    return init_params(w.sizes, w.activation, np.float32, np.random.default_rng(0))
+
+
+def check_matches_numpy(make, w: Workload, X: np.ndarray, y: np.ndarray) -> None:
+    """A few unshuffled steps (or one inference) must reproduce the numpy reference."""
+    Xc, yc = X[:CHECK_ROWS], y[:CHECK_ROWS]
+    if w.inference:
+        result = make(w, initial_params(w), Xc, yc).predict_proba(Xc)
+    else:
+        wc = dataclasses.replace(w, batch_size=min(w.batch_size, CHECK_ROWS // 4))
+        impl = make(wc, initial_params(w), Xc[: 4 * wc.batch_size], yc[: 4 * wc.batch_size])
+        for _ in range(2):
+            impl.epoch(shuffle=False)
+        numpy = get_backend("numpy")
+        params = [np.asarray(p, dtype=np.float32) for p in impl.get_params()]
+        result = float(numpy.softmax_xent(numpy.forward(params, Xc, w.activation), yc)[0])
+    if w.name not in _reference:
+        _reference[w.name] = result  # fastnn-numpy is parametrised first
+    expected = _reference[w.name]
+    if w.inference:
+        np.testing.assert_allclose(result, expected, atol=1e-4, err_msg="predict_proba differs")
+    else:
+        assert result == pytest.approx(expected, rel=2e-3), "loss after a few steps differs"
+
+
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+@pytest.mark.parametrize("workload", list(WORKLOADS))
+def test_throughput(benchmark, workload, impl, mnist_like, record):
+    w = WORKLOADS[workload]
+    make = factory(impl)
+    X, y = mnist_like
+    check_matches_numpy(make, w, X, y)
+    runner = make(w, initial_params(w), X, y)
+    if w.inference:
+        X_inf = X[:N_INFERENCE]
+
+        def round_():
+            return runner.predict_proba(X_inf)
+    else:
+        round_ = runner.epoch
+    t0 = time.perf_counter()
+    round_()  # warm-up: JIT compilation, GPU start, caches; reported, not timed
+    first_call = time.perf_counter() - t0
+    benchmark.group = workload
+    benchmark.name = impl
+    benchmark.pedantic(round_, rounds=ROUNDS[workload], iterations=1)
+    record(benchmark, w, impl, first_call)

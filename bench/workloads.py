@@ -1,0 +1,62 @@
+"""The benchmark workloads and their data: MNIST-shaped, synthetic, seeded, no download."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+N_TRAIN, N_FEATURES, N_CLASSES = 60000, 784, 10
+N_INFERENCE = 10000
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One benchmark: a network, how it is trained, and what one timed round does."""
+
+    name: str
+    hidden: tuple[int, ...]
+    batch_size: int  # N_TRAIN for full-batch gradient descent
+    solver: str  # "sgd" (plain) or "adam"
+    lr: float
+    inference: bool = False  # time predict_proba on N_INFERENCE rows instead of an epoch
+    activation: str = "relu"
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (N_FEATURES, *self.hidden, N_CLASSES)
+
+    @property
+    def flops(self) -> float:
+        """Floating-point operations of one timed round (multiply-add = 2)."""
+        per_sample = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=False))
+        if self.inference:
+            return 2.0 * N_INFERENCE * per_sample
+        return 6.0 * N_TRAIN * per_sample  # forward 2, backward 4
+
+    @property
+    def samples(self) -> int:
+        return N_INFERENCE if self.inference else N_TRAIN
+
+
+WORKLOADS = {
+    w.name: w
+    for w in [
+        Workload("seed", (10,), 64, "sgd", 0.1),
+        Workload("small", (128,), 128, "sgd", 0.1),
+        Workload("medium", (256, 128), 256, "adam", 0.001),
+        Workload("fullbatch", (10,), N_TRAIN, "sgd", 0.1),
+        Workload("inference", (128,), 128, "sgd", 0.1, inference=True),
+    ]
+}
+
+
+def synthetic_mnist(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """60000 x 784 float32 pixels in [0, 1] with 10 balanced, learnable classes."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.arange(N_TRAIN) % N_CLASSES)
+    prototypes = rng.random((N_CLASSES, N_FEATURES), dtype=np.float32)
+    X = rng.random((N_TRAIN, N_FEATURES), dtype=np.float32)
+    X *= 0.5
+    X += 0.5 * prototypes[y]
+    return X, y.astype(np.int64)
