@@ -45,22 +45,25 @@ def initial_params(w: Workload) -> list[np.ndarray]:
     return init_params(w.sizes, w.activation, np.float32, np.random.default_rng(0))
 
 
-def check_matches_numpy(make, w: Workload, X: np.ndarray, y: np.ndarray) -> None:
-    """A few unshuffled steps (or one inference) must reproduce the numpy reference."""
+def few_steps_result(make, w: Workload, X: np.ndarray, y: np.ndarray) -> np.ndarray | float:
+    """predict_proba of the initial network (inference), or the loss after a few steps."""
     Xc, yc = X[:CHECK_ROWS], y[:CHECK_ROWS]
     if w.inference:
-        result = make(w, initial_params(w), Xc, yc).predict_proba(Xc)
-    else:
-        wc = dataclasses.replace(w, batch_size=min(w.batch_size, CHECK_ROWS // 4))
-        impl = make(wc, initial_params(w), Xc[: 4 * wc.batch_size], yc[: 4 * wc.batch_size])
-        for _ in range(2):
-            impl.epoch(shuffle=False)
-        numpy = get_backend("numpy")
-        params = [np.asarray(p, dtype=np.float32) for p in impl.get_params()]
-        result = float(numpy.softmax_xent(numpy.forward(params, Xc, w.activation), yc)[0])
+        return make(w, initial_params(w), Xc, yc).predict_proba(Xc)
+    wc = dataclasses.replace(w, batch_size=min(w.batch_size, CHECK_ROWS // 4))
+    impl = make(wc, initial_params(w), Xc[: 4 * wc.batch_size], yc[: 4 * wc.batch_size])
+    for _ in range(2):
+        impl.epoch(shuffle=False)
+    numpy = get_backend("numpy")
+    params = [np.asarray(p, dtype=np.float32) for p in impl.get_params()]
+    return float(numpy.softmax_xent(numpy.forward(params, Xc, w.activation), yc)[0])
+
+
+def check_matches_numpy(make, w: Workload, X: np.ndarray, y: np.ndarray) -> None:
+    """A few unshuffled steps (or one inference) must reproduce the numpy reference."""
     if w.name not in _reference:
-        _reference[w.name] = result  # fastnn-numpy is parametrised first
-    expected = _reference[w.name]
+        _reference[w.name] = few_steps_result(factory("fastnn-numpy"), w, X, y)
+    result, expected = few_steps_result(make, w, X, y), _reference[w.name]
     if w.inference:
         np.testing.assert_allclose(result, expected, atol=1e-4, err_msg="predict_proba differs")
     else:

@@ -286,6 +286,8 @@ def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
             if lib.get("user_api") == "blas"
         ],
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "numba_threading_layer": numba.config.THREADING_LAYER,
+        "numba_kernel_cache": _numba_cache(),
         "cuda": cuda_device_problem() or _cuda_devices(),
     }
     if has_cupy():
@@ -301,6 +303,14 @@ def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 print(f"{key}: {value}")
     return info
+
+
+def _numba_cache() -> str:
+    from fastnn.backends.numba import kernel_cache_status
+
+    warm, total = kernel_cache_status()
+    state = "warm" if warm == total else "cold" if warm == 0 else "partly warm"
+    return f"{state} ({warm}/{total} kernels compiled on disk)"
 
 
 def _cuda_devices() -> list[dict[str, Any]]:

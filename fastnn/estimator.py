@@ -245,7 +245,7 @@ class _PrintLoss:
     def on_epoch_begin(self, epoch: int, n_samples: int) -> None:
         pass
 
-    def on_batch_end(self, n_rows: int) -> None:
+    def on_progress(self, n_rows: int) -> None:
         pass
 
     def on_epoch_end(self, stats: EpochStats) -> bool:

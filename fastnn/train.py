@@ -13,6 +13,8 @@ import numpy as np
 from fastnn.backends.base import Backend
 from fastnn.optim import Optimizer, OptimizerState
 
+PROGRESS_ROWS = 8192  # rows per backend call: progress updates without per-step overhead
+
 
 @dataclass
 class EpochStats:
@@ -34,7 +36,7 @@ class EpochStats:
 
 class Callback(Protocol):
     def on_epoch_begin(self, epoch: int, n_samples: int) -> None: ...
-    def on_batch_end(self, n_rows: int) -> None: ...
+    def on_progress(self, n_rows: int) -> None: ...
     def on_epoch_end(self, stats: EpochStats) -> bool:
         """Return True to stop training after this epoch."""
         ...
@@ -55,24 +57,24 @@ def run_epoch(
 ) -> tuple[float, float]:
     """One pass over (X, y) in minibatches of ``batch_size`` rows (the last may be smaller).
 
-    ``order`` is a permutation of the rows, or None to keep them in place. Returns the
-    sample-weighted mean loss and the accuracy, read back from the backend once.
+    ``order`` is a permutation of the rows, or None to keep them in place. The backend trains
+    a chunk of about PROGRESS_ROWS rows per call (whole minibatches), so progress is reported
+    while the backend may fuse many steps. Returns the mean loss and the accuracy, read back
+    from the backend once.
     """
     n = X.shape[0]
     index = None if order is None else backend.asarray(order)
+    chunk = batch_size * max(1, PROGRESS_ROWS // batch_size)
     loss_sum = correct = 0
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        if index is None:
-            xb, yb = X[start:stop], y[start:stop]
-        else:
-            rows = index[start:stop]
-            xb, yb = X[rows], y[rows]
-        loss, n_correct = backend.train_step(params, state, xb, yb, activation, opt)
-        loss_sum = loss_sum + loss * (stop - start)
-        correct = correct + n_correct
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        chunk_loss, chunk_correct = backend.train_batches(
+            params, state, X, y, index, start, stop, batch_size, activation, opt
+        )
+        loss_sum = loss_sum + chunk_loss
+        correct = correct + chunk_correct
         for cb in callbacks:
-            cb.on_batch_end(stop - start)
+            cb.on_progress(stop - start)
     backend.synchronize()
     return float(loss_sum) / n, float(correct) / n
 
@@ -144,7 +146,7 @@ class ProgressBar:
             dynamic_ncols=True,
         )
 
-    def on_batch_end(self, n_rows: int) -> None:
+    def on_progress(self, n_rows: int) -> None:
         self.bar.update(n_rows)
 
     def on_epoch_end(self, stats: EpochStats) -> bool:

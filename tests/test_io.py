@@ -19,7 +19,7 @@ def fitted(digits):
 def test_round_trip_preserves_predictions_and_metadata(tmp_path, fitted, digits):
     path = tmp_path / "m.npz"
     fitted.save(path, metadata={"dataset": "digits"})
-    loaded = load_model(path, backend="numpy")
+    loaded = load_model(path)
     np.testing.assert_array_equal(
         loaded.predict_proba(digits.X_test), fitted.predict_proba(digits.X_test)
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from fastnn._compat import has_numba
 from fastnn.backends.base import Backend
 from fastnn.errors import BackendUnavailableError
 
@@ -16,9 +17,14 @@ def _always() -> str | None:
     return None
 
 
+def _numba_problem() -> str | None:
+    return None if has_numba() else "numba is not installed (pip install numba)"
+
+
 # name -> (module:class, probe returning None when usable or the reason it is not).
 # Order is the preference of "auto", best first.
 _REGISTRY: dict[str, tuple[str, Callable[[], str | None]]] = {
+    "numba": ("fastnn.backends.numba:NumbaBackend", _numba_problem),
     "numpy": ("fastnn.backends.numpy:NumpyBackend", _always),
 }
 _AUTO_ORDER = ("cupy", "numba", "numpy")

@@ -204,3 +204,35 @@ class Backend:
         loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation)
         self.apply_update(params, grads, state, opt)
         return loss, correct
+
+    def train_batches(
+        self,
+        params: list[Array],
+        state: OptimizerState,
+        X: Array,
+        y_idx: Array,
+        index: Array | None,
+        start: int,
+        stop: int,
+        batch_size: int,
+        activation: str,
+        opt: Optimizer,
+    ) -> tuple[Array, Array]:
+        """Train on consecutive minibatches of rows ``index[start:stop]`` (``start:stop`` when
+        ``index`` is None), ``batch_size`` rows each, the last possibly fewer.
+
+        Returns (sum of the per-sample losses, number of correct predictions). A backend may
+        fuse the whole run; it must match this loop numerically.
+        """
+        loss_sum = correct = 0
+        for lo in range(start, stop, batch_size):
+            hi = min(lo + batch_size, stop)
+            if index is None:
+                xb, yb = X[lo:hi], y_idx[lo:hi]
+            else:
+                rows = index[lo:hi]
+                xb, yb = X[rows], y_idx[rows]
+            loss, n_correct = self.train_step(params, state, xb, yb, activation, opt)
+            loss_sum = loss_sum + loss * (hi - lo)
+            correct = correct + n_correct
+        return loss_sum, correct

@@ -1,0 +1,222 @@
+"""Every backend against the numpy reference: each verb, and 20-step training trajectories.
+
+float64 must agree within 1e-9 relative norm, float32 within 1e-4, on random shapes: batch 1,
+ragged last batches, width 1, odd sizes, 1 to 4 hidden layers, every activation and optimizer.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastnn.backends import available_backends, backend_names, get_backend
+from fastnn.backends.base import HIDDEN_ACTIVATIONS, LAYER_ACTIVATIONS
+from fastnn.model import init_params
+from fastnn.optim import Optimizer, init_state
+from fastnn.train import train
+
+REFERENCE = get_backend("numpy")
+FAST = [name for name in backend_names() if name not in ("numpy", "auto")]
+TOLERANCE = {np.float64: 1e-9, np.float32: 1e-4}
+OPTIMIZERS = {
+    "sgd": Optimizer("sgd", 0.1),
+    "momentum": Optimizer("sgd", 0.05, momentum=0.9, weight_decay=0.01),
+    "nesterov": Optimizer("sgd", 0.05, momentum=0.9, nesterov=True),
+    "adam": Optimizer("adam", 0.01, weight_decay=0.01),
+}
+# (sizes, batch, rows): one narrow hidden layer takes numba's fused path, the rest the layered one
+SHAPES = {
+    "fused-ragged": ((13, 7, 4), 8, 37),
+    "fused-batch1": ((9, 1, 3), 1, 20),
+    "fused-full": ((30, 5, 10), 200, 200),
+    "wide-1-layer": ((11, 60, 3), 6, 23),
+    "2-layers": ((17, 9, 6, 5), 16, 41),
+    "4-layers": ((8, 5, 1, 7, 3, 2), 3, 14),
+}
+
+
+@pytest.fixture(params=FAST)
+def backend(request):
+    if request.param not in available_backends():
+        pytest.skip(f"backend {request.param} is not available here")
+    return get_backend(request.param)
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300)
+
+
+def assert_close(got, expected, dtype):
+    assert rel_err(got, expected) <= TOLERANCE[dtype], rel_err(got, expected)
+
+
+def assert_loss_close(got, expected, dtype):
+    """A loss near zero has no relative precision: compare on the scale max(1, |loss|)."""
+    assert abs(float(got) - float(expected)) <= TOLERANCE[dtype] * max(1.0, abs(float(expected)))
+
+
+def to_numpy(backend, arrays):
+    return [backend.to_numpy(a) for a in arrays]
+
+
+def random_problem(rng, sizes, rows, dtype):
+    X = rng.random((rows, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], size=rows)
+    params = init_params(sizes, "relu", dtype, rng)
+    for b in params[1::2]:
+        b += rng.normal(0, 0.1, size=b.shape).astype(dtype)
+    return X, y, params
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", LAYER_ACTIVATIONS)
+@pytest.mark.parametrize(
+    ("n", "fan_in", "fan_out"), [(1, 1, 1), (1, 7, 3), (33, 17, 1), (64, 50, 29)]
+)
+def test_linear_forward_and_backward(backend, dtype, activation, n, fan_in, fan_out):
+    rng = np.random.default_rng(n * fan_in + fan_out)
+    x = rng.normal(size=(n, fan_in)).astype(dtype)
+    W = rng.normal(size=(fan_in, fan_out)).astype(dtype)
+    b = rng.normal(size=fan_out).astype(dtype)
+    dy = rng.normal(size=(n, fan_out)).astype(dtype)
+    expected = REFERENCE.linear(x, W, b, activation)
+    got = backend.linear(*(backend.asarray(a) for a in (x, W, b)), activation)
+    assert_close(backend.to_numpy(got), expected, dtype)
+    for need_dx in (True, False):
+        ref = REFERENCE.linear_backward(dy, x, W, expected, activation, need_dx)
+        out = backend.linear_backward(
+            *(backend.asarray(a) for a in (dy, x, W, expected)), activation, need_dx
+        )
+        assert (out[0] is None) == (not need_dx)
+        for g, r in zip(out, ref, strict=True):
+            if r is not None:
+                assert_close(backend.to_numpy(g), r, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n", "c"), [(1, 2), (5, 10), (63, 3), (200, 17)])
+def test_softmax_xent_and_softmax(backend, dtype, n, c):
+    rng = np.random.default_rng(n + c)
+    logits = (rng.normal(size=(n, c)) * 5).astype(dtype)
+    y = rng.integers(0, c, size=n)
+    loss, dlogits = backend.softmax_xent(backend.asarray(logits), backend.asarray(y))
+    ref_loss, ref_d = REFERENCE.softmax_xent(logits, y)
+    assert_loss_close(loss, ref_loss, dtype)
+    assert_close(backend.to_numpy(dlogits), ref_d, dtype)
+    assert_close(backend.to_numpy(backend.softmax(backend.asarray(logits))),
+                 REFERENCE.softmax(logits), dtype)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_logits_stay_finite(backend, dtype):
+    logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4], [3e4, 3e4, -3e4]], dtype=dtype)
+    y = np.array([1, 2, 0])
+    loss, d = backend.softmax_xent(backend.asarray(logits), backend.asarray(y))
+    assert np.isfinite(float(loss)) and np.isfinite(backend.to_numpy(d)).all()
+    assert_loss_close(loss, REFERENCE.softmax_xent(logits, y)[0], dtype)
+    assert np.isfinite(backend.to_numpy(backend.softmax(backend.asarray(logits)))).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_optimizer_updates(backend, dtype, opt_name):
+    opt = OPTIMIZERS[opt_name]
+    rng = np.random.default_rng(3)
+    params = [rng.normal(size=s).astype(dtype) for s in [(5, 3), (3,), (1, 1), (1,)]]
+    ref_params = [p.copy() for p in params]
+    got_params = [backend.asarray(p.copy()) for p in params]
+    ref_state = init_state(REFERENCE, opt, ref_params)
+    got_state = init_state(backend, opt, got_params)
+    for _ in range(3):
+        grads = [rng.normal(size=p.shape).astype(dtype) for p in params]
+        REFERENCE.apply_update(ref_params, grads, ref_state, opt)
+        backend.apply_update(got_params, [backend.asarray(g) for g in grads], got_state, opt)
+    for name in opt.slot_names:
+        for g, r in zip(got_state.slots[name], ref_state.slots[name], strict=True):
+            assert_close(backend.to_numpy(g), r, dtype)
+    for g, r in zip(got_params, ref_params, strict=True):
+        assert_close(backend.to_numpy(g), r, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_loss_and_gradients(backend, dtype, activation, shape):
+    sizes, _, rows = SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(11), sizes, rows, dtype)
+    ref = REFERENCE.loss_and_grads(params, X, y, activation)
+    got = backend.loss_and_grads([backend.asarray(p) for p in params], backend.asarray(X),
+                                 backend.asarray(y), activation)  # fmt: skip
+    assert_loss_close(got[0], ref[0], dtype)
+    assert int(got[1]) == int(ref[1])
+    for g, r in zip(got[2], ref[2], strict=True):
+        assert_close(backend.to_numpy(g), r, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_twenty_step_trajectory(backend, dtype, opt_name, activation, shape):
+    """The same 20 optimizer steps, shuffled, ragged last batch, from the same start."""
+    sizes, batch, rows = SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(5), sizes, rows, dtype)
+    opt = OPTIMIZERS[opt_name]
+    steps_per_epoch = -(-rows // batch)
+    results = []
+    for be in (REFERENCE, backend):
+        ps = [be.asarray(p.copy()) for p in params]
+        state = init_state(be, opt, ps)
+        history = train(be, ps, state, be.asarray(X), be.asarray(y), activation=activation,
+                        opt=opt, epochs=-(-20 // steps_per_epoch), batch_size=batch, shuffle=True,
+                        rng=np.random.default_rng(9))  # fmt: skip
+        results.append((to_numpy(be, ps), state, history))
+    (ref_p, ref_s, ref_h), (got_p, got_s, got_h) = results
+    assert got_s.step == ref_s.step >= 20
+    assert_close([h.loss for h in got_h], [h.loss for h in ref_h], dtype)
+    for g, r in zip(got_p, ref_p, strict=True):
+        assert_close(g, r, dtype)
+    for name in opt.slot_names:
+        for g, r in zip(got_s.slots[name], ref_s.slots[name], strict=True):
+            assert_close(backend.to_numpy(g), r, dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    c=st.integers(1, 12),
+    scale=st.sampled_from([1e-3, 1.0, 30.0, 1e4]),
+    seed=st.integers(0, 2**16),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_kernels_property_based(n, c, scale, seed, dtype):
+    """Random shapes and magnitudes through every fast backend's loss and layer kernels."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(n, c)) * scale).astype(dtype)
+    y = rng.integers(0, c, size=n)
+    ref_loss, ref_d = REFERENCE.softmax_xent(logits, y)
+    W = rng.normal(size=(c, 3)).astype(dtype)
+    b = rng.normal(size=3).astype(dtype)
+    for name in FAST:
+        if name not in available_backends():
+            continue
+        be = get_backend(name)
+        loss, d = be.softmax_xent(be.asarray(logits), be.asarray(y))
+        assert np.isfinite(float(loss))
+        assert abs(float(loss) - float(ref_loss)) <= TOLERANCE[dtype] * max(
+            1.0, abs(float(ref_loss))
+        )
+        np.testing.assert_allclose(be.to_numpy(d), ref_d, atol=TOLERANCE[dtype])
+        for act in LAYER_ACTIVATIONS:
+            got = be.to_numpy(be.linear(be.asarray(logits / scale), W, b, act))
+            assert_close(got, REFERENCE.linear(logits / scale, W, b, act), dtype)
+
+
+def test_numba_picks_the_fused_path_by_shape():
+    pytest.importorskip("numba")
+    from fastnn.backends.numba import fusable
+
+    for name, (sizes, _, rows) in SHAPES.items():
+        X, y, params = random_problem(np.random.default_rng(0), sizes, rows, np.float32)
+        assert fusable(params, X, y, None) == name.startswith("fused"), name
