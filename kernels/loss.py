@@ -12,19 +12,26 @@ from fastnn.kernels.activations import KERNEL
 from numba import njit
 
 
+@njit(inline="always", **KERNEL)
+def _exp_shifted_row(logits, i, out):
+    """out[i] := exp(logits[i] - max(logits[i])); returns (that maximum, the row's sum)."""
+    top = logits[i, 0]
+    for j in range(1, logits.shape[1]):
+        top = max(top, logits[i, j])
+    s = 0.0
+    for j in range(logits.shape[1]):
+        e = math.exp(logits[i, j] - top)
+        out[i, j] = e
+        s += e
+    return top, s
+
+
 @njit(**KERNEL)
 def softmax_xent_(logits, y, dlogits):
     n, c = logits.shape
     total = 0.0
     for i in range(n):
-        top = logits[i, 0]
-        for j in range(1, c):
-            top = max(top, logits[i, j])
-        s = 0.0
-        for j in range(c):
-            e = math.exp(logits[i, j] - top)
-            dlogits[i, j] = e
-            s += e
+        top, s = _exp_shifted_row(logits, i, dlogits)
         total += math.log(s) - (logits[i, y[i]] - top)
         scale = 1.0 / (s * n)
         for j in range(c):
@@ -35,15 +42,7 @@ def softmax_xent_(logits, y, dlogits):
 
 @njit(**KERNEL)
 def softmax_(logits, out):
-    n, c = logits.shape
-    for i in range(n):
-        top = logits[i, 0]
-        for j in range(1, c):
-            top = max(top, logits[i, j])
-        s = 0.0
-        for j in range(c):
-            e = math.exp(logits[i, j] - top)
-            out[i, j] = e
-            s += e
-        for j in range(c):
+    for i in range(logits.shape[0]):
+        s = _exp_shifted_row(logits, i, out)[1]
+        for j in range(logits.shape[1]):
             out[i, j] /= s
