@@ -1,7 +1,7 @@
 """Implementations under test: fastnn on each backend, and the peers a user would pick.
 
 Each starts from the same initial parameters and exposes the same three operations:
-``epoch(shuffle)`` (one pass over its data), ``params()`` and ``predict_proba(X)``.
+``epoch(shuffle)`` (one pass over its data), ``get_params()`` and ``predict_proba(X)``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 ``sgd_(p, g, v, lr, momentum, nesterov, weight_decay, use_velocity)`` and
 ``adam_(p, g, m, v, lr, beta1, beta2, eps, weight_decay, correction1, correction2)`` where
 correction_k = 1 - beta_k ** t. p, g and the slots share shape and dtype; ``v`` is unused
-(may be empty) when ``use_velocity`` is False. Scalars are cast to the array's dtype so
-float32 updates compute in float32, as numpy does. The scalar rules are shared with step.py.
+(may be empty) when ``use_velocity`` is False. ``update_span`` is the one implementation of
+the update loops; step.py applies it to spans of the fused kernel's parameters.
 Serial, like linear.py: they run between BLAS calls of the layered path.
 """
 
@@ -35,23 +35,37 @@ def adam_rule(p, g, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, ep
     return p - lr * (m * inv_correction1) / (np.sqrt(v * inv_correction2) + eps), m, v
 
 
-@njit(**KERNEL)
-def sgd_(p, g, v, lr, momentum, nesterov, weight_decay, use_velocity):
+@njit(inline="always", **KERNEL)
+def update_span(p, g, s, q, lo, hi, adam, lr, momentum, nesterov, use_velocity, beta1, beta2,
+                eps, weight_decay, correction1, correction2):  # fmt: skip
+    """Apply SGD (s: velocity) or Adam (s, q: moments) to p[lo:hi] of flat views.
+
+    Scalars are cast to p's dtype, so float32 updates compute in float32 as numpy does; each
+    rule runs in its own branch-free loop, which vectorises. Unused slots may be any array.
+    """
     f = p.dtype.type
     lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
-    if use_velocity:
-        for i in range(p.size):
-            p[i], v[i] = sgd_rule(p[i], g[i], v[i], lr, momentum, nesterov, weight_decay, True)
+    if adam:
+        b1, nb1, b2, nb2 = f(beta1), f(1 - beta1), f(beta2), f(1 - beta2)
+        eps, ic1, ic2 = f(eps), f(1 / correction1), f(1 / correction2)
+        for k in range(lo, hi):
+            p[k], s[k], q[k] = adam_rule(p[k], g[k], s[k], q[k], lr, b1, nb1, b2, nb2, eps,
+                                         weight_decay, ic1, ic2)  # fmt: skip
+    elif use_velocity:
+        for k in range(lo, hi):
+            p[k], s[k] = sgd_rule(p[k], g[k], s[k], lr, momentum, nesterov, weight_decay, True)
     else:
-        for i in range(p.size):
-            p[i] = p[i] - lr * (g[i] + weight_decay * p[i])
+        for k in range(lo, hi):
+            p[k] = sgd_rule(p[k], g[k], p[k], lr, momentum, nesterov, weight_decay, False)[0]
+
+
+@njit(**KERNEL)
+def sgd_(p, g, v, lr, momentum, nesterov, weight_decay, use_velocity):
+    update_span(p, g, v if use_velocity else p, p, 0, p.size, False, lr, momentum, nesterov,
+                use_velocity, 0.0, 0.0, 0.0, weight_decay, 1.0, 1.0)  # fmt: skip
 
 
 @njit(**KERNEL)
 def adam_(p, g, m, v, lr, beta1, beta2, eps, weight_decay, correction1, correction2):
-    f = p.dtype.type
-    lr, b1, nb1, b2, nb2 = f(lr), f(beta1), f(1 - beta1), f(beta2), f(1 - beta2)
-    eps, weight_decay, ic1, ic2 = f(eps), f(weight_decay), f(1 / correction1), f(1 / correction2)
-    for i in range(p.size):
-        p[i], m[i], v[i] = adam_rule(p[i], g[i], m[i], v[i], lr, b1, nb1, b2, nb2, eps,
-                                     weight_decay, ic1, ic2)  # fmt: skip
+    update_span(p, g, m, v, 0, p.size, True, lr, 0.0, False, False, beta1, beta2, eps,
+                weight_decay, correction1, correction2)  # fmt: skip

@@ -23,7 +23,7 @@ import math
 
 import numpy as np
 from fastnn.kernels.activations import KERNEL, activate, derivative_from_output
-from fastnn.kernels.optim import adam_rule, sgd_rule
+from fastnn.kernels.optim import update_span
 from numba import njit, prange
 
 # reassociation lets LLVM vectorise the dot-product reductions; no "fast" NaN/inf assumptions
@@ -31,26 +31,6 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 
 
 ROWS = 4  # rows per block: each weight loaded once feeds ROWS multiply-adds
-
-
-@njit(inline="always", **KERNEL)
-def _update_span(p, g, s, q, lo, hi, adam, lr, momentum, nesterov, use_velocity, beta1, beta2,
-                 eps, decay, c1, c2):  # fmt: skip
-    """Apply the optimizer to p[lo:hi] (flat views); branch-free loops that vectorise."""
-    f = p.dtype.type
-    lr, momentum, decay = f(lr), f(momentum), f(decay)
-    if adam:
-        b1, nb1, b2, nb2 = f(beta1), f(1 - beta1), f(beta2), f(1 - beta2)
-        eps_, ic1, ic2 = f(eps), f(1 / c1), f(1 / c2)
-        for k in range(lo, hi):
-            p[k], s[k], q[k] = adam_rule(p[k], g[k], s[k], q[k], lr, b1, nb1, b2, nb2, eps_,
-                                         decay, ic1, ic2)  # fmt: skip
-    elif use_velocity:
-        for k in range(lo, hi):
-            p[k], s[k] = sgd_rule(p[k], g[k], s[k], lr, momentum, nesterov, decay, True)
-    else:
-        for k in range(lo, hi):
-            p[k] = p[k] - lr * (g[k] + decay * p[k])
 
 
 @njit(parallel=True, fastmath=FASTMATH, **KERNEL)
@@ -157,19 +137,19 @@ def fused_batches(
                 gu = gW1f[u]
                 for k in range(lo, hi):
                     g[k] += gu[k]
-            _update_span(W1f, g, s1f if slots else g, q1f if adam else g, lo, hi, adam, lr,
+            update_span(W1f, g, s1f if slots else g, q1f if adam else g, lo, hi, adam, lr,
                          momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, c1,
                          c2)  # fmt: skip
         for u in range(1, T):
             gb1[0] += gb1[u]
             gW2[0] += gW2[u]
             gb2[0] += gb2[u]
-        _update_span(b1, gb1[0], s2 if slots else b1, q2 if adam else b1, 0, H, adam, lr,
+        update_span(b1, gb1[0], s2 if slots else b1, q2 if adam else b1, 0, H, adam, lr,
                      momentum, nesterov, use_velocity, beta1, beta2, eps, 0.0, c1, c2)  # fmt: skip
-        _update_span(W2f, gW2[0], s3f if slots else W2f, q3f if adam else W2f, 0, H * C, adam,
+        update_span(W2f, gW2[0], s3f if slots else W2f, q3f if adam else W2f, 0, H * C, adam,
                      lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, c1,
                      c2)  # fmt: skip
-        _update_span(b2, gb2[0], s4 if slots else b2, q4 if adam else b2, 0, C, adam, lr,
+        update_span(b2, gb2[0], s4 if slots else b2, q4 if adam else b2, 0, C, adam, lr,
                      momentum, nesterov, use_velocity, beta1, beta2, eps, 0.0, c1, c2)  # fmt: skip
     W1[:, :] = W1T.T
     if slots:

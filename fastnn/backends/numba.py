@@ -49,7 +49,7 @@ class NumbaBackend(Backend):
                 numba.set_num_threads(previous)
 
     def linear(self, x: np.ndarray, W: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
-        z = np.ascontiguousarray(x) @ W
+        z = _c(x) @ W
         bias_act_(z, b, ACTIVATION_CODES[activation])
         return z
 
