@@ -29,10 +29,12 @@ class Workload:
     @property
     def flops(self) -> float:
         """Floating-point operations of one timed round (multiply-add = 2)."""
-        per_sample = sum(a * b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=False))
+        macs = [a * b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=False)]
         if self.inference:
-            return 2.0 * N_INFERENCE * per_sample
-        return 6.0 * N_TRAIN * per_sample  # forward 2, backward 4
+            return 2.0 * N_INFERENCE * sum(macs)
+        # forward, weight gradients, and input gradients of every layer but the first (the
+        # gradient with respect to the data is never needed)
+        return 2.0 * N_TRAIN * (2 * sum(macs) + sum(macs[1:]))
 
     @property
     def samples(self) -> int:
