@@ -19,7 +19,7 @@ from fastnn.model import init_params
 
 FASTNN = [f"fastnn-{b}" for b in backend_names() if b != "auto"]
 IMPLEMENTATIONS = [*FASTNN, "torch-cpu", "torch-cuda", "sklearn"]
-ROUNDS = {"seed": 5, "small": 3, "medium": 3, "fullbatch": 10, "inference": 10}
+ROUNDS = {"seed": 10, "small": 5, "medium": 3, "fullbatch": 10, "inference": 10}
 CHECK_ROWS = 2048
 _reference: dict[str, np.ndarray | float] = {}
 
