@@ -40,7 +40,7 @@ def mnist_like():
 
 @pytest.fixture
 def record(sgemm_gflops):
-    def add(benchmark, workload, impl, first_call):
+    def add(benchmark, workload, impl, first_call, note=""):
         stats = benchmark.stats
         if stats is None:  # --benchmark-disable: ran once as a smoke test, nothing to report
             return
@@ -52,6 +52,7 @@ def record(sgemm_gflops):
             "samples_per_second": workload.samples / median,
             "gflops": workload.flops / median / 1e9,
             "first_call_seconds": first_call,
+            "note": note,
         }
         benchmark.extra_info.update(
             {

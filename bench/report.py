@@ -16,6 +16,9 @@ def table(rows: list[dict], sgemm_gflops: float) -> str:
     peers = [p for p in PEERS if any(r["impl"] == p for r in rows)]
     head = ["workload", "implementation", "median s", "samples/s", "GFLOP/s", "% sgemm"]
     head += [f"vs {p}" for p in peers]
+    notes = any(r.get("note") for r in rows)
+    if notes:
+        head.append("notes")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     medians = {(r["workload"], r["impl"]): r["median"] for r in rows}
     for r in rows:
@@ -31,6 +34,8 @@ def table(rows: list[dict], sgemm_gflops: float) -> str:
             peer = medians.get((r["workload"], p))
             fast = r["impl"].startswith("fastnn-")
             cells.append(f"{peer / r['median']:.2f}x" if fast and peer else "")
+        if notes:
+            cells.append(r.get("note", ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -65,7 +70,9 @@ def write_markdown(path: str, body: str, sgemm_gflops: float, command: str) -> N
             *environment(sgemm_gflops),
             "",
             "One round is one training epoch over 60000 x 784 float32 samples",
-            "(`inference`: predict_proba on 10000). GFLOP/s counts the multiply-adds",
+            "(`inference`: predict_proba on 10000; `fit-*`: one `MLPClassifier.fit`",
+            "of 10 epochs on those samples, or of 200 epochs on digits' 1437 training",
+            "images, each round with the next seed). GFLOP/s counts the multiply-adds",
             "every implementation must do (x2): forward, weight gradients, and input",
             "gradients of every layer but the first; speed-ups are peer median /",
             "fastnn median from this same run.",

@@ -62,3 +62,43 @@ def synthetic_mnist(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     X *= 0.5
     X += 0.5 * prototypes[y]
     return X, y.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class FitWorkload:
+    """``MLPClassifier.fit`` with the same hyperparameters in fastnn and scikit-learn: hidden
+    (100,), adam, batch 200, a fixed number of epochs (no stopping on a plateau)."""
+
+    name: str
+    data: str  # "mnist-like" (synthetic 60000 x 784) or "digits" (scikit-learn's, 80% train)
+    epochs: int
+    hidden: tuple[int, ...] = (100,)
+    batch_size: int = 200
+    n_train: int = N_TRAIN
+    n_features: int = N_FEATURES
+
+    def estimator_params(self, seed: int) -> dict:
+        return dict(
+            hidden_layer_sizes=self.hidden, solver="adam", batch_size=self.batch_size,
+            learning_rate_init=0.001, alpha=1e-4, max_iter=self.epochs,
+            n_iter_no_change=self.epochs, shuffle=True, random_state=seed,
+        )  # fmt: skip
+
+    @property
+    def flops(self) -> float:
+        sizes = (self.n_features, *self.hidden, N_CLASSES)
+        macs = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+        return 2.0 * self.epochs * self.n_train * (2 * sum(macs) + sum(macs[1:]))
+
+    @property
+    def samples(self) -> int:
+        return self.epochs * self.n_train
+
+
+FIT_WORKLOADS = {
+    w.name: w
+    for w in [
+        FitWorkload("fit-mnist", "mnist-like", epochs=10),
+        FitWorkload("fit-digits", "digits", epochs=200, n_train=1437, n_features=64),
+    ]
+}

@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -158,6 +159,8 @@ def _add_dataset(p: argparse.ArgumentParser, default: str | None) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from sklearn.exceptions import ConvergenceWarning
+
     from fastnn.data import load
     from fastnn.estimator import MLPClassifier
 
@@ -174,6 +177,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         batch_size=batch,
         learning_rate_init=lr,
         max_iter=args.epochs,
+        n_iter_no_change=args.epochs,  # exactly --epochs epochs: no stopping on a plateau
         random_state=args.seed,
         momentum=args.momentum if args.optimizer == "momentum" else 0.0,
         nesterovs_momentum=args.nesterov,
@@ -187,7 +191,9 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         rows = len(data.X_train) if batch == "full" else batch
         model.set_params(alpha=args.weight_decay * rows)
     t0 = time.perf_counter()
-    model.fit(data.X_train, data.y_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
+        model.fit(data.X_train, data.y_train)
     train_seconds = time.perf_counter() - t0
     accuracy = float(model.score(data.X_test, data.y_test))
     model.save(args.out, metadata={"dataset": args.dataset, "test_accuracy": accuracy})

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
+import warnings
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import Tags
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -16,19 +21,22 @@ from fastnn.backends import backend_names, get_backend
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
 from fastnn.io import DTYPES, load_model_file, save_model_file
 from fastnn.model import init_params, layer_sizes, predict_proba
-from fastnn.optim import SOLVERS, Optimizer, init_state
+from fastnn.optim import SOLVERS, Optimizer, OptimizerState, init_state
 from fastnn.train import EpochStats, ProgressBar, train
 
 ACTIVATION_ALIASES = {"logistic": "sigmoid"}  # scikit-learn's name for the sigmoid
+LEARNING_RATES = ("constant", "invscaling", "adaptive")  # schedules; sgd only, as scikit-learn
 
 
 class MLPClassifier(ClassifierMixin, BaseEstimator):
     """Multilayer perceptron with a softmax output, trained by minibatch SGD or Adam.
 
     Parameters follow ``sklearn.neural_network.MLPClassifier`` where the meaning is the
-    same; ``backend`` ("auto", "numpy", "numba", "cupy"), ``dtype`` ("float32", "float64")
-    and ``n_threads`` are fastnn's. ``batch_size`` also takes "full" (full-batch gradient
-    descent). ``verbose=True`` prints the loss per epoch; ``verbose=2`` shows a progress bar.
+    same (README lists the differences); ``backend`` ("auto" or one of
+    ``fastnn.backends.backend_names()``), ``dtype`` ("float32", "float64") and ``n_threads`` are
+    fastnn's. ``batch_size`` also takes
+    "full" (full-batch gradient descent). ``verbose=True`` prints the loss per epoch;
+    ``verbose=2`` shows a progress bar.
     """
 
     def __init__(
@@ -39,16 +47,23 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         solver: str = "adam",
         alpha: float = 0.0001,
         batch_size: int | str = "auto",
+        learning_rate: str = "constant",
         learning_rate_init: float = 0.001,
+        power_t: float = 0.5,
         max_iter: int = 200,
         shuffle: bool = True,
         random_state: Any = None,
+        tol: float = 1e-4,
         verbose: bool | int = False,
+        warm_start: bool = False,
         momentum: float = 0.9,
         nesterovs_momentum: bool = True,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
         beta_1: float = 0.9,
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
+        n_iter_no_change: int = 10,
         backend: str = "auto",
         dtype: str = "float32",
         n_threads: int | None = None,
@@ -58,67 +73,246 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.alpha = alpha
         self.batch_size = batch_size
+        self.learning_rate = learning_rate
         self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
+        self.tol = tol
         self.verbose = verbose
+        self.warm_start = warm_start
         self.momentum = momentum
         self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
         self.beta_1 = beta_1
         self.beta_2 = beta_2
         self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
         self.backend = backend
         self.dtype = dtype
         self.n_threads = n_threads
 
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # dense backends: the error says to call .toarray()
+        tags.classifier_tags.multi_label = False
+        return tags
+
     # ---- training -----------------------------------------------------------------------
     def fit(self, X: Any, y: Any) -> MLPClassifier:
-        """Train from scratch on (X, y); returns self."""
+        """Train on (X, y) for up to ``max_iter`` epochs; from scratch, or from the fitted
+        state (weights, optimizer state, random generator) when ``warm_start``."""
+        return self._fit(X, y, incremental=False, classes=None)
+
+    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+        """One epoch over (X, y), continuing from the current state; the first call needs
+        ``classes``, every label that any later call may contain."""
+        return self._fit(X, y, incremental=True, classes=classes)
+
+    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any) -> MLPClassifier:
         self._check_params()
-        backend = get_backend(self.backend)
-        X, y = validate_data(self, X, y, dtype=self.dtype, reset=True)
-        check_classification_targets(y)
-        self.classes_, y_idx = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
+        if incremental and self.early_stopping:
             raise ValueError(
-                f"y has a single class ({self.classes_[0]!r}); a classifier needs at least 2"
+                "partial_fit does not support early_stopping=True: set early_stopping=False, "
+                "or use fit"
             )
+        backend = get_backend(self.backend)
+        first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
+        X, y = validate_data(self, X, y, dtype=self.dtype, reset=first)
+        check_classification_targets(y)
+        if first:
+            if incremental and classes is None:
+                raise ValueError(
+                    "classes must be passed on the first call to partial_fit: every label "
+                    "the model will see, e.g. classes=np.unique(y_all)"
+                )
+            self._initialize(X, y, classes if incremental else None)
+        elif not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
+            self._learning_rate = float(self.learning_rate_init)
+        elif (
+            incremental
+            and classes is not None
+            and not np.array_equal(np.unique(classes), self.classes_)
+        ):
+            raise ValueError(
+                f"classes={list(np.unique(classes))!r} differs from the first call to "
+                f"partial_fit, which had {self.classes_.tolist()!r}"
+            )
+        y_idx = self._label_indices(y)
+
+        X_val = y_val = None
+        if self.early_stopping:
+            X, X_val, y_idx, y_val = self._split_validation(X, y_idx)
         n = X.shape[0]
         batch = self._batch_rows(n)
-        rng = _generator(self.random_state)
         activation = self._activation()
-        sizes = layer_sizes(X.shape[1], self._hidden(), len(self.classes_))
-        params = [backend.asarray(p) for p in init_params(sizes, activation, X.dtype, rng)]
         opt = self._optimizer(batch)
-        state = init_state(backend, opt, params)
+        params = [backend.asarray(p, dtype=X.dtype) for p in self._params_arrays()]
+        state = self._resume_state(backend, opt, params)
+        X, y_idx = backend.asarray(X), backend.asarray(y_idx)
+        validation = None
+        if X_val is not None:
+            validation = (backend.asarray(X_val), backend.asarray(y_val))
         callbacks: list[Any] = []
         if self.verbose >= 2:
-            callbacks.append(ProgressBar(self.max_iter))
+            epochs = 1 if incremental else self.max_iter
+            callbacks.append(ProgressBar(len(self.loss_curve_) + epochs))
         elif self.verbose:
             callbacks.append(_PrintLoss())
+
+        self.n_iter_ = 0
+        stopped = False
         with backend.limit_threads(self.n_threads):
-            history = train(
-                backend,
-                params,
-                state,
-                backend.asarray(X),
-                backend.asarray(y_idx),
-                activation=activation,
-                opt=opt,
-                epochs=self.max_iter,
-                batch_size=batch,
-                shuffle=self.shuffle,
-                rng=rng,
-                callbacks=callbacks,
-            )
+            for _ in range(1 if incremental else self.max_iter):
+                (stats,) = train(
+                    backend, params, state, X, y_idx, activation=activation,
+                    opt=dataclasses.replace(opt, lr=self._learning_rate), epochs=1,
+                    batch_size=batch, shuffle=self.shuffle, rng=self._rng,
+                    first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
+                    validation=validation,
+                )  # fmt: skip
+                self.n_iter_ += 1
+                self.t_ += n
+                self.loss_ = stats.loss
+                self.loss_curve_.append(stats.loss)
+                self.history_.append(stats.as_dict())
+                if self._converged(stats, backend, params):
+                    stopped = True
+                    break
         self._set_params_arrays([backend.to_numpy(p) for p in params])
-        self.history_ = [h.as_dict() for h in history]
-        self.loss_curve_ = [h.loss for h in history]
-        self.best_loss_ = min(self.loss_curve_)
-        self.n_iter_ = len(history)
-        self.t_ = n * self.n_iter_
+        self._optimizer_state = OptimizerState(
+            state.step, {k: [backend.to_numpy(a) for a in v] for k, v in state.slots.items()}
+        )
+        if self.early_stopping and self._best_params is not None:
+            self._set_params_arrays([p.copy() for p in self._best_params])
+        if not incremental and not stopped and self.n_iter_ == self.max_iter:
+            warnings.warn(
+                f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                "optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
         return self
+
+    def _initialize(self, X: np.ndarray, y: np.ndarray, classes: Any) -> None:
+        """Fresh weights, optimizer state, generator and convergence bookkeeping."""
+        labels = np.unique(y) if classes is None else np.unique(classes)
+        if len(labels) < 2:
+            raise ValueError(
+                f"y has 1 class ({labels.tolist()[0]!r}); a classifier needs at least 2"
+                if len(labels)
+                else "y is empty; a classifier needs samples of at least 2 classes"
+            )
+        self.classes_ = labels
+        self._reset_progress()
+        sizes = layer_sizes(X.shape[1], self._hidden(), len(labels))
+        self._set_params_arrays(init_params(sizes, self._activation(), X.dtype, self._rng))
+
+    def _reset_progress(self) -> None:
+        """Optimizer state, generator and convergence bookkeeping of a new training run."""
+        self._rng = _generator(self.random_state)
+        self._optimizer_state: OptimizerState | None = None
+        self._learning_rate = float(self.learning_rate_init)
+        self.loss_curve_: list[float] = []
+        self.history_: list[dict[str, Any]] = []
+        self.t_ = 0
+        self._no_improvement_count = 0
+        self._best_params: list[np.ndarray] | None = None
+        if self.early_stopping:
+            self.validation_scores_: list[float] | None = []
+            self.best_validation_score_: float | None = -np.inf
+            self.best_loss_: float | None = None
+        else:
+            self.validation_scores_ = self.best_validation_score_ = None
+            self.best_loss_ = np.inf
+
+    def _label_indices(self, y: np.ndarray) -> np.ndarray:
+        """Positions of the labels in ``classes_``; unknown labels are an error."""
+        y_idx = np.searchsorted(self.classes_, y)
+        unknown = (y_idx >= len(self.classes_)) | (
+            self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y
+        )
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels not in classes_ {self.classes_.tolist()!r}: "
+                f"{np.unique(y[unknown]).tolist()!r}; pass every label in classes= on the "
+                "first call to partial_fit, or fit from scratch"
+            )
+        return y_idx.astype(np.int64)
+
+    def _split_validation(
+        self, X: np.ndarray, y_idx: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Stratified held-out rows for early stopping, drawn from the model's generator."""
+        X_train, X_val, y_train, y_val = train_test_split(
+            X,
+            y_idx,
+            test_size=self.validation_fraction,
+            stratify=y_idx,
+            random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
+        )
+        if X_val.shape[0] < 2:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves {X_val.shape[0]} "
+                "validation sample(s); increase validation_fraction or the size of the data"
+            )
+        return X_train, X_val, y_train, y_val
+
+    def _resume_state(self, backend: Any, opt: Optimizer, params: list[Any]) -> OptimizerState:
+        """The saved optimizer state on ``backend`` if it fits ``opt``, else a fresh one."""
+        saved = self._optimizer_state
+        if saved is None or set(saved.slots) != set(opt.slot_names):
+            return init_state(backend, opt, params)
+        slots = {
+            k: [backend.asarray(a, dtype=p.dtype) for a, p in zip(v, params, strict=True)]
+            for k, v in saved.slots.items()
+        }
+        return OptimizerState(saved.step, slots)
+
+    def _converged(self, stats: EpochStats, backend: Any, params: list[Any]) -> bool:
+        """scikit-learn's rule after an epoch: count epochs without improvement by ``tol``
+        (validation accuracy with ``early_stopping``, else training loss), update the
+        learning-rate schedule, and say whether to stop."""
+        if self.early_stopping:
+            score = stats.val_accuracy
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {score:f}")
+            if score < self.best_validation_score_ + self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if score > self.best_validation_score_:
+                self.best_validation_score_ = score
+                self._best_params = [backend.to_numpy(p).copy() for p in params]
+        else:
+            if stats.loss > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            self.best_loss_ = min(self.best_loss_, stats.loss)
+        sgd = self.solver == "sgd"
+        if sgd and self.learning_rate == "invscaling":
+            self._learning_rate = self.learning_rate_init / (self.t_ + 1) ** self.power_t
+        if self._no_improvement_count <= self.n_iter_no_change:
+            return False
+        what = "Validation score" if self.early_stopping else "Training loss"
+        msg = (
+            f"{what} did not improve more than tol={self.tol:f} for "
+            f"{self.n_iter_no_change} consecutive epochs."
+        )
+        if sgd and self.learning_rate == "adaptive" and self._learning_rate > 1e-6:
+            self._learning_rate /= 5.0
+            self._no_improvement_count = 0
+            if self.verbose:
+                print(f"{msg} Setting learning rate to {self._learning_rate:f}")
+            return False
+        if self.verbose:
+            tiny = " Learning rate too small." if sgd and self.learning_rate == "adaptive" else ""
+            print(f"{msg}{tiny} Stopping.")
+        return True
 
     # ---- inference ----------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -130,9 +324,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         with backend.limit_threads(self.n_threads):
             return predict_proba(backend, params, backend.asarray(X), self._activation())
 
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of ``predict_proba``."""
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
     def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each sample."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
 
     # ---- files --------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, metadata: dict | None = None) -> None:
@@ -232,7 +433,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         _check_number("beta_1", self.beta_1, low=0, high=1, high_open=True)
         _check_number("beta_2", self.beta_2, low=0, high=1, high_open=True)
         _check_number("epsilon", self.epsilon, low=0, low_open=True)
+        _check_choice("learning_rate", self.learning_rate, LEARNING_RATES)
+        _check_number("power_t", self.power_t, low=0)
+        _check_number("tol", self.tol, low=0)
+        _check_number("validation_fraction", self.validation_fraction, low=0, high=1,
+                      low_open=True, high_open=True)  # fmt: skip
+        _check_integer("n_iter_no_change", self.n_iter_no_change)
         _check_integer("max_iter", self.max_iter)
+        for name in ("shuffle", "warm_start", "early_stopping", "nesterovs_momentum"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is invalid; expected True or False"
+                )
         if self.n_threads is not None:
             _check_integer("n_threads", self.n_threads)
         if self.batch_size not in ("auto", "full"):
@@ -263,6 +475,7 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> MLPClassifi
     model = MLPClassifier(**{**kwargs, "backend": backend})
     model.activation = meta.get("activation", model.activation)
     model.hidden_layer_sizes = tuple(meta["layer_sizes"][1:-1])
+    model._reset_progress()
     model._set_params_arrays(params)
     model.classes_ = np.asarray(meta["classes"])
     model.n_features_in_ = meta["layer_sizes"][0]
@@ -271,6 +484,9 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> MLPClassifi
     model.history_ = meta.get("history", [])
     model.loss_curve_ = [h["loss"] for h in model.history_]
     model.n_iter_ = len(model.history_)
+    model.t_ = sum(int(h.get("samples", 0)) for h in model.history_)
+    if model.loss_curve_ and not model.early_stopping:
+        model.best_loss_ = min(model.loss_curve_)
     model.metadata_ = meta.get("user", {})
     return model
 

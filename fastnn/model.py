@@ -45,3 +45,18 @@ def predict_proba(backend: Backend, params: list[Any], X: Any, activation: str) 
         for s in range(0, X.shape[0], INFERENCE_CHUNK)
     ]
     return np.concatenate(chunks) if chunks else np.empty((0, params[-1].shape[0]))
+
+
+def evaluate(
+    backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of the network on (X, y_idx), in chunks."""
+    loss_sum = correct = 0.0
+    for s in range(0, X.shape[0], INFERENCE_CHUNK):
+        logits = backend.forward(params, X[s : s + INFERENCE_CHUNK], activation)
+        y_chunk = y_idx[s : s + INFERENCE_CHUNK]
+        loss, _ = backend.softmax_xent(logits, y_chunk)
+        loss_sum += float(loss) * y_chunk.shape[0]
+        correct += float((logits.argmax(axis=1) == y_chunk).sum())
+    n = max(X.shape[0], 1)
+    return loss_sum / n, correct / n

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fastnn.backends.base import Backend
+from fastnn.model import evaluate
 from fastnn.optim import Optimizer, OptimizerState
 
 PROGRESS_ROWS = 8192  # rows per backend call: progress updates without per-step overhead
@@ -25,6 +26,8 @@ class EpochStats:
     accuracy: float
     seconds: float
     samples: int
+    val_loss: float | None = None  # on the held-out rows, when training has some
+    val_accuracy: float | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -94,11 +97,12 @@ def train(
     rng: np.random.Generator,
     first_epoch: int = 1,
     callbacks: Sequence[Callback] = (),
+    validation: tuple[Any, Any] | None = None,
 ) -> list[EpochStats]:
     """Train ``params`` in place for up to ``epochs`` epochs; a callback may stop it early.
 
     Rows are reshuffled every epoch when ``shuffle`` (except for one full batch, whose
-    gradient does not depend on the order).
+    gradient does not depend on the order). ``validation`` (X, y) is scored after each epoch.
     """
     n = X.shape[0]
     history = []
@@ -120,6 +124,8 @@ def train(
             callbacks=callbacks,
         )
         stats = EpochStats(epoch, loss, accuracy, time.perf_counter() - t0, n)
+        if validation is not None:
+            stats.val_loss, stats.val_accuracy = evaluate(backend, params, *validation, activation)
         history.append(stats)
         stop = [cb.on_epoch_end(stats) for cb in callbacks]
         if any(stop):

@@ -1,18 +1,34 @@
-"""Shared fixtures. Tests never touch the network: outbound connections fail here."""
+"""Shared fixtures. Tests never touch the network: connections to anything but this machine's
+loopback (a local Dask cluster) fail here."""
 
 import socket
 
 import numpy as np
 import pytest
 
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+LOCAL_BIND = {None, "", "0.0.0.0", "::"}  # addresses a server listens on: no lookup, no traffic
+
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise OSError("network access is disabled in fastnn's tests")
+    real_connect, real_getaddrinfo = socket.socket.connect, socket.getaddrinfo
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    def refuse() -> OSError:
+        return OSError("network access is disabled in fastnn's tests")
+
+    def connect(sock, address):
+        if sock.family == socket.AF_UNIX or address[0] in LOOPBACK:
+            return real_connect(sock, address)
+        raise refuse()
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host in LOOPBACK or host in LOCAL_BIND:
+            return real_getaddrinfo(host, *args, **kwargs)
+        raise refuse()
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture(scope="session")

@@ -171,7 +171,7 @@ def test_bad_parameters_are_named_in_the_error(digits, params, message):
 
 
 def test_bad_data_errors(digits):
-    with pytest.raises(ValueError, match="single class"):
+    with pytest.raises(ValueError, match="1 class"):
         MLPClassifier().fit(digits.X_train[:5], np.zeros(5))
     model = MLPClassifier((4,), max_iter=1).fit(digits.X_train, digits.y_train)
     with pytest.raises(ValueError, match="X has 10 features, but MLPClassifier is expecting 64"):
