@@ -9,10 +9,12 @@ import argparse
 import json
 import os
 import platform
+import signal
 import sys
 import time
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
@@ -20,10 +22,15 @@ import numpy as np
 from fastnn import __version__
 from fastnn.backends import backend_names, get_backend, unavailable_reason
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
-from fastnn.errors import FastnnError
+from fastnn.errors import FastnnError, TrainingDiverged
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
+DEFAULT_EPOCHS = 10
+# what defines a training run: saved in checkpoints, fixed when resuming
+RUN_SETTINGS = ("dataset", "hidden", "activation", "optimizer", "lr", "momentum", "nesterov",
+                "batch_size", "weight_decay", "seed", "dtype")  # fmt: skip
+CHECKPOINT_FILE = "checkpoint.npz"
 
 
 class UsageError(FastnnError):
@@ -79,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a network, report test accuracy, save the model")
-    _add_backend(p)
+    _add_backend(p, default=None)  # None: auto, or a resumed run's own backend
     _add_dataset(p, default="mnist")
     p.add_argument(
         "--hidden",
@@ -110,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N|full",
         help="minibatch rows, or 'full' for full-batch gradient descent (default: 128)",
     )
-    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help=f"(default: {DEFAULT_EPOCHS})"
+    )
     p.add_argument(
         "--weight-decay",
         type=_non_negative_float,
@@ -122,6 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads to use")
     p.add_argument(
         "--out", default="model.npz", help="where to save the model (default: model.npz)"
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="after every epoch, save everything needed to continue exactly to "
+        f"DIR/{CHECKPOINT_FILE} (atomically: the last good one is never lost)",
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run checkpointed in DIR exactly where it stopped, with its own "
+        "settings (--epochs sets a new total)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -143,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_backend(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=backend_names(), default="auto")
+def _add_backend(p: argparse.ArgumentParser, default: str | None = "auto") -> None:
+    p.add_argument("--backend", choices=backend_names(), default=default, help="(default: auto)")
 
 
 def _add_dataset(p: argparse.ArgumentParser, default: str | None) -> None:
@@ -158,70 +179,168 @@ def _add_dataset(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--data-home", default=None, help="scikit-learn download cache directory")
 
 
+class Interrupted(FastnnError):
+    """Ctrl-C during training; the message says where the checkpoint is."""
+
+
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.exceptions import ConvergenceWarning
 
     from fastnn.data import load
-    from fastnn.estimator import MLPClassifier
 
-    data = load(args.dataset, seed=args.seed, data_home=args.data_home)
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    batch = (
-        args.batch_size if args.batch_size == "full" else min(args.batch_size, len(data.X_train))
-    )
-    model = MLPClassifier(
-        hidden_layer_sizes=args.hidden,
-        activation=args.activation,
-        solver="adam" if args.optimizer == "adam" else "sgd",
-        alpha=0.0,
-        batch_size=batch,
-        learning_rate_init=lr,
-        max_iter=args.epochs,
-        n_iter_no_change=args.epochs,  # exactly --epochs epochs: no stopping on a plateau
-        random_state=args.seed,
-        momentum=args.momentum if args.optimizer == "momentum" else 0.0,
-        nesterovs_momentum=args.nesterov,
-        backend=get_backend(args.backend).name,
-        dtype=args.dtype,
-        n_threads=args.threads,
-        verbose=2 if not args.quiet and sys.stderr.isatty() else 0,
-    )
-    if args.weight_decay:
-        # the estimator's alpha is scikit-learn's (divided by the batch rows): undo that here
-        rows = len(data.X_train) if batch == "full" else batch
-        model.set_params(alpha=args.weight_decay * rows)
+    if args.resume:
+        model, run = _resumed_model(args)
+    else:
+        run = {k: getattr(args, k) for k in RUN_SETTINGS}
+        run["lr"] = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+        run["backend"] = get_backend(args.backend or "auto").name
+        run["epochs"] = args.epochs or DEFAULT_EPOCHS
+        model = None
+    data = load(run["dataset"], seed=run["seed"], data_home=args.data_home)
+    if model is None:
+        model = _new_model(run, len(data.X_train))
+    model.set_params(n_threads=args.threads, verbose=2 if _show_progress(args) else 0)
+    checkpoint_dir = Path(args.checkpoint_dir or args.resume or Path(args.out).with_suffix(".ckpt"))
+    done = len(model.loss_curve_) if args.resume else 0
+    interrupted = _InterruptFlag()
+
+    def on_epoch_end(model: Any, stats: Any) -> bool:
+        if args.checkpoint_dir or args.resume or interrupted.raised:
+            _save_checkpoint(model, checkpoint_dir, run)
+        return interrupted.raised
+
+    model._on_epoch_end = on_epoch_end
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
-        model.fit(data.X_train, data.y_train)
+    if run["epochs"] > done:
+        model.set_params(warm_start=True, max_iter=run["epochs"] - done)
+        with interrupted, warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
+            model.fit(data.X_train, data.y_train)
     train_seconds = time.perf_counter() - t0
+    epochs = len(model.loss_curve_)
+    if interrupted.raised:
+        raise Interrupted(
+            f"fastnn: interrupted after epoch {epochs} of {run['epochs']}; checkpoint saved in "
+            f"{checkpoint_dir}; continue with: fastnn train --resume {checkpoint_dir}"
+        )
     accuracy = float(model.score(data.X_test, data.y_test))
-    model.save(args.out, metadata={"dataset": args.dataset, "test_accuracy": accuracy})
-    samples = sum(h["samples"] for h in model.history_)
+    model.save(args.out, metadata={"dataset": run["dataset"], "test_accuracy": accuracy})
+    samples = sum(h["samples"] for h in model.history_[done:])
     result = {
         "backend": model.backend,
-        "dataset": args.dataset,
-        "layer_sizes": [model.n_features_in_, *args.hidden, model.n_outputs_],
-        "activation": args.activation,
-        "optimizer": args.optimizer,
-        "learning_rate": lr,
-        "batch_size": batch,
-        "epochs": model.n_iter_,
-        "dtype": args.dtype,
-        "seed": args.seed,
+        "dataset": run["dataset"],
+        "layer_sizes": [model.n_features_in_, *run["hidden"], model.n_outputs_],
+        "activation": run["activation"],
+        "optimizer": run["optimizer"],
+        "learning_rate": run["lr"],
+        "batch_size": model.batch_size,
+        "epochs": epochs,
+        "dtype": run["dtype"],
+        "seed": run["seed"],
         "test_accuracy": accuracy,
         "train_seconds": train_seconds,
-        "samples_per_second": samples / train_seconds,
+        "samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
         "model": str(args.out),
         "history": model.history_,
     }
     if not args.json:
         print(
-            f"test accuracy {accuracy:.4f} | {model.n_iter_} epochs in {train_seconds:.2f} s "
+            f"test accuracy {accuracy:.4f} | {epochs} epochs in {train_seconds:.2f} s "
             f"| {result['samples_per_second']:,.0f} samples/s | backend {model.backend} "
             f"| final loss {model.loss_curve_[-1]:.4f} | saved {args.out}"
         )
     return result
+
+
+def _new_model(run: dict[str, Any], n_train: int) -> Any:
+    from fastnn.estimator import MLPClassifier
+
+    batch = run["batch_size"]
+    batch = batch if batch == "full" else min(batch, n_train)
+    model = MLPClassifier(
+        hidden_layer_sizes=tuple(run["hidden"]),
+        activation=run["activation"],
+        solver="adam" if run["optimizer"] == "adam" else "sgd",
+        alpha=0.0,
+        batch_size=batch,
+        learning_rate_init=run["lr"],
+        n_iter_no_change=run["epochs"],  # exactly --epochs epochs: no stopping on a plateau
+        random_state=run["seed"],
+        momentum=run["momentum"] if run["optimizer"] == "momentum" else 0.0,
+        nesterovs_momentum=run["nesterov"],
+        backend=run["backend"],
+        dtype=run["dtype"],
+    )
+    if run["weight_decay"]:
+        # the estimator's alpha is scikit-learn's (divided by the batch rows): undo that here
+        rows = n_train if batch == "full" else batch
+        model.set_params(alpha=run["weight_decay"] * rows)
+    return model
+
+
+def _resumed_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The model and run settings of the checkpoint in ``--resume DIR``."""
+    from fastnn.estimator import load_model
+
+    path = Path(args.resume) / CHECKPOINT_FILE
+    if not path.is_file():
+        raise UsageError(f"fastnn train: error: --resume {args.resume}: no {CHECKPOINT_FILE} there")
+    model = load_model(path, backend=args.backend or "auto")
+    run = model.metadata_.get("run")
+    if not isinstance(run, dict) or not all(k in run for k in (*RUN_SETTINGS, "backend")):
+        raise UsageError(f"fastnn train: error: {path} is a model file, not a training checkpoint")
+    defaults = build_parser().parse_args(["train"])
+    for key in RUN_SETTINGS:
+        given = getattr(args, key)
+        if given != getattr(defaults, key) and json.loads(json.dumps(given)) != run[key]:
+            raise UsageError(
+                f"fastnn train: error: --{key.replace('_', '-')} {given} differs from the "
+                f"resumed run's {run[key]}: a resumed run keeps its settings (only --epochs, "
+                "--backend, --threads, --out, --checkpoint-dir, --quiet and --json may change)"
+            )
+    if args.backend:
+        run["backend"] = get_backend(args.backend).name
+    model.set_params(backend=run["backend"])
+    if args.epochs:
+        run["epochs"] = args.epochs
+    model.set_params(n_iter_no_change=max(run["epochs"], 1))
+    return model, run
+
+
+def _save_checkpoint(model: Any, directory: Path, run: dict[str, Any]) -> None:
+    """Everything to continue exactly, atomically: the previous checkpoint stays whole until
+    the new one is complete."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save(directory / CHECKPOINT_FILE, metadata={"run": run}, training_state=True)
+
+
+class _InterruptFlag:
+    """While active, the first Ctrl-C asks training to stop after the current epoch (and save
+    a checkpoint); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _InterruptFlag:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.raised:
+            raise KeyboardInterrupt
+        self.raised = True
+        print(
+            "\nfastnn: stopping after this epoch to save a checkpoint (Ctrl-C again to quit now)",
+            file=sys.stderr,
+        )
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and not args.json and sys.stderr.isatty()
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
@@ -357,6 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(exc, file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
+    except TrainingDiverged as exc:
+        print(f"fastnn: error: {exc}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into e.g. `head`, which has closed the pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

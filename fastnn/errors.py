@@ -15,3 +15,7 @@ class ModelFileError(FastnnError, ValueError):
 
 class BackendUnavailableError(FastnnError, RuntimeError):
     """The requested backend cannot run here (package missing, no device)."""
+
+
+class TrainingDiverged(FastnnError, ArithmeticError):
+    """The loss or the parameters became NaN or infinite; parameters are left finite."""

@@ -19,12 +19,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fastnn import __version__
 from fastnn.backends import backend_names, get_backend
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
+from fastnn.errors import ModelFileError
 from fastnn.io import DTYPES, load_model_file, save_model_file
 from fastnn.model import init_params, layer_sizes, predict_proba
 from fastnn.optim import SOLVERS, Optimizer, OptimizerState, init_state
 from fastnn.train import EpochStats, ProgressBar, train
 
 ACTIVATION_ALIASES = {"logistic": "sigmoid"}  # scikit-learn's name for the sigmoid
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")  # restorable generators
 LEARNING_RATES = ("constant", "invscaling", "adaptive")  # schedules; sgd only, as scikit-learn
 
 
@@ -164,27 +166,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         self.n_iter_ = 0
         stopped = False
-        with backend.limit_threads(self.n_threads):
-            for _ in range(1 if incremental else self.max_iter):
-                (stats,) = train(
-                    backend, params, state, X, y_idx, activation=activation,
-                    opt=dataclasses.replace(opt, lr=self._learning_rate), epochs=1,
-                    batch_size=batch, shuffle=self.shuffle, rng=self._rng,
-                    first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
-                    validation=validation,
-                )  # fmt: skip
-                self.n_iter_ += 1
-                self.t_ += n
-                self.loss_ = stats.loss
-                self.loss_curve_.append(stats.loss)
-                self.history_.append(stats.as_dict())
-                if self._converged(stats, backend, params):
-                    stopped = True
-                    break
-        self._set_params_arrays([backend.to_numpy(p) for p in params])
-        self._optimizer_state = OptimizerState(
-            state.step, {k: [backend.to_numpy(a) for a in v] for k, v in state.slots.items()}
-        )
+        on_epoch_end = getattr(self, "_on_epoch_end", None)
+        try:
+            with backend.limit_threads(self.n_threads):
+                for _ in range(1 if incremental else self.max_iter):
+                    (stats,) = train(
+                        backend, params, state, X, y_idx, activation=activation,
+                        opt=dataclasses.replace(opt, lr=self._learning_rate), epochs=1,
+                        batch_size=batch, shuffle=self.shuffle, rng=self._rng,
+                        first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
+                        validation=validation,
+                    )  # fmt: skip
+                    self.n_iter_ += 1
+                    self.t_ += n
+                    self.loss_ = stats.loss
+                    self.loss_curve_.append(stats.loss)
+                    self.history_.append(stats.as_dict())
+                    stopped = self._converged(stats, backend, params)
+                    self._keep_state(backend, params, state)
+                    if on_epoch_end is not None and on_epoch_end(self, stats):
+                        stopped = True
+                    if stopped:
+                        break
+        finally:  # also after a divergence, which leaves the last finite parameters
+            self._keep_state(backend, params, state)
         if self.early_stopping and self._best_params is not None:
             self._set_params_arrays([p.copy() for p in self._best_params])
         if not incremental and not stopped and self.n_iter_ == self.max_iter:
@@ -195,6 +200,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 stacklevel=3,
             )
         return self
+
+    def _keep_state(self, backend: Any, params: list[Any], state: OptimizerState) -> None:
+        """The training state as host arrays in the estimator (views on the CPU)."""
+        self._set_params_arrays([backend.to_numpy(p) for p in params])
+        slots = {k: [backend.to_numpy(a) for a in v] for k, v in state.slots.items()}
+        self._optimizer_state = OptimizerState(state.step, slots)
 
     def _initialize(self, X: np.ndarray, y: np.ndarray, classes: Any) -> None:
         """Fresh weights, optimizer state, generator and convergence bookkeeping."""
@@ -336,9 +347,24 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[proba.argmax(axis=1)]
 
     # ---- files --------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, metadata: dict | None = None) -> None:
-        """Write the fitted model to ``path`` (.npz, atomic); ``metadata`` is kept as is."""
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        metadata: dict | None = None,
+        training_state: bool = False,
+    ) -> None:
+        """Write the fitted model to ``path`` (.npz, atomic); ``metadata`` is kept as is.
+
+        ``training_state`` adds what continuing needs (optimizer state, random generator,
+        convergence bookkeeping): ``load_model`` then ``fit`` with ``warm_start`` or
+        ``partial_fit`` continues exactly as if training had never stopped.
+        """
         check_is_fitted(self, "coefs_")
+        extra: dict[str, np.ndarray] = {}
+        state_meta = None
+        if training_state:
+            state_meta, extra = self._training_state()
         params = {
             k: (list(v) if isinstance(v, tuple) else v)
             for k, v in self.get_params().items()
@@ -357,8 +383,62 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 "estimator_params": params,
                 "history": self.history_,
                 "user": metadata or {},
+                **({"training_state": state_meta} if state_meta else {}),
             },
+            extra,
         )
+
+    def _training_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON metadata, arrays) of everything besides the weights that training carries."""
+        opt = self._optimizer_state
+        slots = {} if opt is None else opt.slots
+        arrays = {f"slot_{k}_{i}": a for k, v in slots.items() for i, a in enumerate(v)}
+        best = self._best_params or []
+        arrays.update({f"best_{i}": a for i, a in enumerate(best)})
+        meta = {
+            "optimizer_step": 0 if opt is None else opt.step,
+            "slots": sorted(slots),
+            "rng": self._rng.bit_generator.state,
+            "learning_rate": self._learning_rate,
+            "t": self.t_,
+            "no_improvement_count": self._no_improvement_count,
+            "best_loss": self.best_loss_,
+            "validation_scores": self.validation_scores_,
+            "best_validation_score": self.best_validation_score_,
+            "best_params": len(best),
+        }
+        return meta, arrays
+
+    def _restore_training_state(
+        self, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Any
+    ) -> None:
+        """Inverse of ``_training_state``; a file that does not fit is a ModelFileError."""
+        params = self._params_arrays()
+        try:
+            slots = {
+                k: [arrays[f"slot_{k}_{i}"] for i in range(len(params))] for k in meta["slots"]
+            }
+            best = [arrays[f"best_{i}"] for i in range(meta["best_params"])]
+            rng_state = meta["rng"]
+            if rng_state["bit_generator"] not in BIT_GENERATORS:
+                raise ValueError(f"unknown bit generator {rng_state['bit_generator']!r}")
+            rng = np.random.Generator(getattr(np.random, rng_state["bit_generator"])())
+            rng.bit_generator.state = rng_state
+            for a, p in zip([*[a for v in slots.values() for a in v], *best],
+                            [*params * len(slots), *params[: len(best)]], strict=True):  # fmt: skip
+                if a.shape != p.shape or a.dtype != p.dtype:
+                    raise ValueError(f"a state array has shape {a.shape}, expected {p.shape}")
+            self._optimizer_state = OptimizerState(int(meta["optimizer_step"]), slots)
+            self._rng = rng
+            self._learning_rate = float(meta["learning_rate"])
+            self.t_ = int(meta["t"])
+            self._no_improvement_count = int(meta["no_improvement_count"])
+            self.best_loss_ = meta["best_loss"]
+            self.validation_scores_ = meta["validation_scores"]
+            self.best_validation_score_ = meta["best_validation_score"]
+            self._best_params = best or None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{path}: corrupt training state ({exc})") from exc
 
     # ---- internals ----------------------------------------------------------------------
     def _params_arrays(self) -> list[np.ndarray]:
@@ -467,7 +547,7 @@ class _PrintLoss:
 
 def load_model(path: str | os.PathLike, *, backend: str = "auto") -> MLPClassifier:
     """A fitted ``MLPClassifier`` from a file written by ``save`` (never unpickles)."""
-    params, meta = load_model_file(path)
+    params, meta, extra = load_model_file(path)
     known = MLPClassifier().get_params()
     kwargs = {k: v for k, v in meta.get("estimator_params", {}).items() if k in known}
     if "hidden_layer_sizes" in kwargs:
@@ -488,6 +568,8 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> MLPClassifi
     if model.loss_curve_ and not model.early_stopping:
         model.best_loss_ = min(model.loss_curve_)
     model.metadata_ = meta.get("user", {})
+    if "training_state" in meta:
+        model._restore_training_state(meta["training_state"], extra, path)
     return model
 
 

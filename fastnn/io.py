@@ -43,10 +43,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         os.close(dir_fd)
 
 
-def save_model_file(path: str | os.PathLike, params: list[np.ndarray], metadata: dict) -> None:
-    """Save parameters ``[W0, b0, ...]`` and JSON-serialisable ``metadata`` atomically."""
+def save_model_file(
+    path: str | os.PathLike,
+    params: list[np.ndarray],
+    metadata: dict,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Save parameters ``[W0, b0, ...]``, JSON-serialisable ``metadata`` and ``extra`` named
+    arrays (training state) atomically."""
     meta = {"format_version": FORMAT_VERSION, **metadata}
     arrays = {f"param_{i}": np.ascontiguousarray(p) for i, p in enumerate(params)}
+    arrays.update({f"extra_{k}": np.ascontiguousarray(a) for k, a in (extra or {}).items()})
     arrays[META_KEY] = np.array(json.dumps(meta))
     if not Path(path).parent.is_dir():
         raise ModelFileError(
@@ -55,8 +62,11 @@ def save_model_file(path: str | os.PathLike, params: list[np.ndarray], metadata:
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def load_model_file(path: str | os.PathLike) -> tuple[list[np.ndarray], dict[str, Any]]:
-    """Read and check a model file: (parameters, metadata). Never executes stored code."""
+def load_model_file(
+    path: str | os.PathLike,
+) -> tuple[list[np.ndarray], dict[str, Any], dict[str, np.ndarray]]:
+    """Read and check a model file: (parameters, metadata, extra arrays). Never executes
+    stored code."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
@@ -89,7 +99,8 @@ def load_model_file(path: str | os.PathLike) -> tuple[list[np.ndarray], dict[str
                 f"requires {shape} {meta['dtype']}"
             )
         params.append(p)
-    return params, meta
+    extra = {k.removeprefix("extra_"): a for k, a in arrays.items() if k.startswith("extra_")}
+    return params, meta, extra
 
 
 def _check_metadata(path: Path, meta: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fastnn.backends.base import Backend
+from fastnn.errors import TrainingDiverged
 from fastnn.model import evaluate
 from fastnn.optim import Optimizer, OptimizerState
 
@@ -110,19 +112,32 @@ def train(
         for cb in callbacks:
             cb.on_epoch_begin(epoch, n)
         order = rng.permutation(n) if shuffle and batch_size < n else None
+        snapshot = _copy_state(params, state)  # to find and undo a divergence
         t0 = time.perf_counter()
-        loss, accuracy = run_epoch(
-            backend,
-            params,
-            state,
-            X,
-            y,
-            activation=activation,
-            opt=opt,
-            batch_size=batch_size,
-            order=order,
-            callbacks=callbacks,
-        )
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked below
+            loss, accuracy = run_epoch(
+                backend,
+                params,
+                state,
+                X,
+                y,
+                activation=activation,
+                opt=opt,
+                batch_size=batch_size,
+                order=order,
+                callbacks=callbacks,
+            )
+        if not (math.isfinite(loss) and all_finite(backend, params)):
+            with np.errstate(over="ignore", invalid="ignore"):
+                where = _first_bad_batch(
+                    backend, params, state, snapshot, X, y, activation, opt, batch_size, order
+                )
+            n_batches = -(-n // batch_size)
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch}, batch {where} of {n_batches}: the loss "
+                f"or the parameters became NaN or infinite; the parameters are left at their "
+                f"last finite values; lower the learning rate (it is {opt.lr:g})"
+            )
         stats = EpochStats(epoch, loss, accuracy, time.perf_counter() - t0, n)
         if validation is not None:
             stats.val_loss, stats.val_accuracy = evaluate(backend, params, *validation, activation)
@@ -131,6 +146,57 @@ def train(
         if any(stop):
             break
     return history
+
+
+def all_finite(backend: Backend, arrays: Sequence[Any]) -> bool:
+    """Whether every value of every array is finite (one reduction per array)."""
+    return all(bool(backend.xp.isfinite(a).all()) for a in arrays)
+
+
+def _copy_state(params: list[Any], state: OptimizerState) -> tuple[list[Any], OptimizerState]:
+    slots = {k: [a.copy() for a in v] for k, v in state.slots.items()}
+    return [p.copy() for p in params], OptimizerState(state.step, slots)
+
+
+def _restore_state(
+    params: list[Any], state: OptimizerState, saved: tuple[list[Any], OptimizerState]
+) -> None:
+    for p, q in zip(params, saved[0], strict=True):
+        p[...] = q
+    for k, v in saved[1].slots.items():
+        for a, b in zip(state.slots[k], v, strict=True):
+            a[...] = b
+    state.step = saved[1].step
+
+
+def _first_bad_batch(
+    backend: Backend,
+    params: list[Any],
+    state: OptimizerState,
+    snapshot: tuple[list[Any], OptimizerState],
+    X: Any,
+    y: Any,
+    activation: str,
+    opt: Optimizer,
+    batch_size: int,
+    order: np.ndarray | None,
+) -> int:
+    """Replay the epoch from ``snapshot`` one batch at a time, stop before the first batch
+    whose loss or update is not finite, and return its number (from 1); ``params`` and
+    ``state`` are left as they were before that batch."""
+    _restore_state(params, state, snapshot)
+    index = None if order is None else backend.asarray(order)
+    n = X.shape[0]
+    for number, start in enumerate(range(0, n, batch_size), 1):
+        before = _copy_state(params, state)
+        stop = min(start + batch_size, n)
+        loss, _ = backend.train_batches(
+            params, state, X, y, index, start, stop, batch_size, activation, opt
+        )
+        if not (math.isfinite(float(loss)) and all_finite(backend, params)):
+            _restore_state(params, state, before)
+            return number
+    return -(-n // batch_size)  # not reached: the replay repeats the epoch exactly
 
 
 class ProgressBar:

@@ -27,7 +27,7 @@ def test_round_trip_preserves_predictions_and_metadata(tmp_path, fitted, digits)
     assert loaded.loss_curve_ == fitted.loss_curve_ and loaded.n_iter_ == 3
     assert loaded.metadata_ == {"dataset": "digits"}
     assert loaded.get_params()["hidden_layer_sizes"] == (16,)
-    _, meta = load_model_file(path)
+    _, meta, _ = load_model_file(path)
     assert meta["format_version"] == FORMAT_VERSION and meta["layer_sizes"] == [64, 16, 10]
 
 
