@@ -122,6 +122,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             )
         backend = get_backend(self.backend)
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
+        _check_2d(X)
         X, y = validate_data(self, X, y, dtype=self.dtype, reset=first)
         check_classification_targets(y)
         if first:
@@ -257,13 +258,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self, X: np.ndarray, y_idx: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Stratified held-out rows for early stopping, drawn from the model's generator."""
-        X_train, X_val, y_train, y_val = train_test_split(
-            X,
-            y_idx,
-            test_size=self.validation_fraction,
-            stratify=y_idx,
-            random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
-        )
+        try:
+            X_train, X_val, y_train, y_val = train_test_split(
+                X,
+                y_idx,
+                test_size=self.validation_fraction,
+                stratify=y_idx,
+                random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
+            )
+        except ValueError as exc:  # too few samples of some class to stratify
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} cannot hold out a stratified "
+                f"validation sample of {len(y_idx)} rows ({exc}); increase "
+                "validation_fraction or the size of the data"
+            ) from exc
         if X_val.shape[0] < 2:
             raise ValueError(
                 f"validation_fraction={self.validation_fraction} leaves {X_val.shape[0]} "
@@ -329,6 +337,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, one row per sample, columns in the order of ``classes_``."""
         check_is_fitted(self, "coefs_")
+        _check_2d(X)
         X = validate_data(self, X, dtype=self.coefs_[0].dtype, reset=False)
         backend = get_backend(self.backend)
         params = [backend.asarray(p) for p in self._params_arrays()]
@@ -582,6 +591,22 @@ def _generator(random_state: Any) -> np.random.Generator:
     raise ValueError(
         f"random_state must be None, an integer or a numpy RandomState; got {random_state!r}"
     )
+
+
+def _check_2d(X: Any) -> None:
+    """X must be a table of samples; scikit-learn's own message spans several lines."""
+    ndim = getattr(X, "ndim", None)
+    if ndim is None and isinstance(X, list | tuple):
+        try:
+            ndim = np.ndim(X)
+        except ValueError:  # ragged nested lists: validate_data explains
+            return
+    if ndim is not None and ndim != 2:
+        shape = getattr(X, "shape", None) or np.shape(X)
+        raise ValueError(
+            f"X must be 2-D, (n_samples, n_features); got a {ndim}-D array of shape {shape}. "
+            "Reshape your data: X.reshape(1, -1) for one sample, X.reshape(len(X), -1) for images"
+        )
 
 
 def _check_choice(name: str, value: Any, accepted: tuple[str, ...]) -> None:

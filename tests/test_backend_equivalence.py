@@ -118,6 +118,27 @@ def test_huge_logits_stay_finite(backend, dtype):
     assert np.isfinite(backend.to_numpy(backend.softmax(backend.asarray(logits)))).all()
 
 
+@pytest.mark.parametrize("name", available_backends())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("hidden", [(7,), (64, 9)], ids=["fused", "layered"])
+def test_inputs_of_a_million_stay_finite(name, dtype, hidden):
+    """Unscaled inputs (1e6) give finite loss, gradients and one training step, as numpy."""
+    backend = get_backend(name)
+    rng = np.random.default_rng(0)
+    X = (rng.random((33, 20)) * 1e6).astype(dtype)
+    y = rng.integers(0, 5, size=33)
+    params = init_params((20, *hidden, 5), "relu", dtype, np.random.default_rng(1))
+    dev = [backend.asarray(p) for p in params]
+    Xd, yd = backend.asarray(X), backend.asarray(y)
+    loss, _, grads = backend.loss_and_grads(dev, Xd, yd, "relu")
+    assert np.isfinite(float(loss)) and all(np.isfinite(backend.to_numpy(g)).all() for g in grads)
+    opt = Optimizer("sgd", 1e-12)
+    state = init_state(backend, opt, dev)
+    loss_sum, _ = backend.train_batches(dev, state, Xd, yd, None, 0, 33, 8, "relu", opt)
+    assert np.isfinite(float(loss_sum))
+    assert all(np.isfinite(backend.to_numpy(p)).all() for p in dev)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
 def test_optimizer_updates(backend, dtype, opt_name):
