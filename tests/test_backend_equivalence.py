@@ -234,6 +234,41 @@ def test_kernels_property_based(n, c, scale, seed, dtype):
             assert_close(got, REFERENCE.linear(logits / scale, W, b, act), dtype)
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    d=st.integers(1, 40),
+    h=st.integers(1, 60),  # either side of numba's fused-path threshold
+    c=st.integers(2, 12),
+    rows=st.integers(1, 300),
+    steps=st.integers(1, 4),
+    opt_name=st.sampled_from(list(OPTIMIZERS)),
+    activation=st.sampled_from(HIDDEN_ACTIVATIONS),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_training_steps_property_based(d, h, c, rows, steps, opt_name, activation, dtype, seed):
+    """Random shapes through every fast backend's whole training step (fused or layered)."""
+    rng = np.random.default_rng(seed)
+    X, y, params = random_problem(rng, (d, h, c), rows, dtype)
+    batch = -(-rows // steps)
+    opt = OPTIMIZERS[opt_name]
+    results = {}
+    for name in ["numpy", *FAST]:
+        if name not in available_backends():
+            continue
+        be = get_backend(name)
+        dev = [be.asarray(p.copy()) for p in params]
+        state = init_state(be, opt, dev)
+        loss, _ = be.train_batches(dev, state, be.asarray(X), be.asarray(y), None, 0, rows,
+                                   batch, activation, opt)  # fmt: skip
+        results[name] = (float(loss), to_numpy(be, dev))
+    ref_loss, ref_params = results.pop("numpy")
+    for loss, got in results.values():
+        assert_loss_close(loss / rows, ref_loss / rows, dtype)
+        for g, r in zip(got, ref_params, strict=True):
+            assert_close(g, r, dtype)
+
+
 def test_numba_picks_the_fused_path_by_shape():
     pytest.importorskip("numba")
     from fastnn.backends.numba import fusable
