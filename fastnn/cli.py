@@ -29,7 +29,7 @@ DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
 DEFAULT_EPOCHS = 10
 # what defines a training run: saved in checkpoints, fixed when resuming
 RUN_SETTINGS = ("dataset", "hidden", "activation", "optimizer", "lr", "momentum", "nesterov",
-                "batch_size", "weight_decay", "seed", "dtype")  # fmt: skip
+                "batch_size", "weight_decay", "seed", "dtype", "validation_fraction")  # fmt: skip
 CHECKPOINT_FILE = "checkpoint.npz"
 
 
@@ -69,6 +69,16 @@ def _non_negative_float(text: str) -> float:
         value = float("nan")
     if not value >= 0 or not np.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
     return value
 
 
@@ -133,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="model.npz", help="where to save the model (default: model.npz)"
     )
     p.add_argument(
+        "--validation-fraction",
+        type=_fraction,
+        default=0.0,
+        metavar="F",
+        help="hold out this share of the training set (stratified) and record its loss and "
+        "accuracy after every epoch (default: 0, none)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="after training, write the figures (curves, confusion, mistakes, weights, "
+        "activations) as PNGs to DIR; needs the plot extra",
+    )
+    p.add_argument(
         "--checkpoint-dir",
         metavar="DIR",
         help="after every epoch, save everything needed to continue exactly to "
@@ -157,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("input", help=".npy array (N, features) or (N, H, W), or an IDX images file")
     _add_backend(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "plot", help="figures of a trained model or checkpointed run: curves, confusion, ..."
+    )
+    p.add_argument("model", metavar="RUN_OR_MODEL", help="a model file or a --checkpoint-dir")
+    _add_dataset(p, default=None)
+    _add_backend(p)
+    p.add_argument("--out", default="plots", help="directory for the PNGs (default: plots)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("info", help="backends, versions, threads and devices")
@@ -196,15 +229,25 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         run["backend"] = get_backend(args.backend or "auto").name
         run["epochs"] = args.epochs or DEFAULT_EPOCHS
         model = None
+    if args.plot:
+        from fastnn.plot import require_matplotlib
+
+        require_matplotlib()  # before training, not after
     data = load(run["dataset"], seed=run["seed"], data_home=args.data_home)
+    X_train, y_train, validation = data.X_train, data.y_train, None
+    if run["validation_fraction"]:
+        X_train, X_val, y_train, y_val = _split_validation(data, run)
+        validation = (X_val, y_val)
     if model is None:
-        model = _new_model(run, len(data.X_train))
+        model = _new_model(run, len(X_train))
     model.set_params(n_threads=args.threads, verbose=2 if _show_progress(args) else 0)
     checkpoint_dir = Path(args.checkpoint_dir or args.resume or Path(args.out).with_suffix(".ckpt"))
     done = len(model.loss_curve_) if args.resume else 0
     interrupted = _InterruptFlag()
 
     def on_epoch_end(model: Any, stats: Any) -> bool:
+        if validation is not None:
+            model.history_[-1].update(_scores(model, *validation))
         if args.checkpoint_dir or args.resume or interrupted.raised:
             _save_checkpoint(model, checkpoint_dir, run)
         return interrupted.raised
@@ -215,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         model.set_params(warm_start=True, max_iter=run["epochs"] - done)
         with interrupted, warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
-            model.fit(data.X_train, data.y_train)
+            model.fit(X_train, y_train)
     train_seconds = time.perf_counter() - t0
     epochs = len(model.loss_curve_)
     if interrupted.raised:
@@ -225,6 +268,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         )
     accuracy = float(model.score(data.X_test, data.y_test))
     model.save(args.out, metadata={"dataset": run["dataset"], "test_accuracy": accuracy})
+    if args.plot:
+        from fastnn.plot import save_all
+
+        save_all(model, data.X_test, data.y_test, args.plot)
     samples = sum(h["samples"] for h in model.history_[done:])
     result = {
         "backend": model.backend,
@@ -250,6 +297,33 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             f"| final loss {model.loss_curve_[-1]:.4f} | saved {args.out}"
         )
     return result
+
+
+def _split_validation(data: Any, run: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
+    """Stratified, seeded hold-out of ``validation_fraction`` of the training set."""
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(
+            data.X_train, data.y_train, test_size=run["validation_fraction"],
+            stratify=data.y_train, random_state=run["seed"],
+        )  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(
+            f"fastnn train: error: --validation-fraction {run['validation_fraction']}: "
+            f"{str(exc).strip().splitlines()[0]}"
+        ) from exc
+
+
+def _scores(model: Any, X: Any, y: Any) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on (X, y)."""
+    proba = model.predict_proba(X)
+    rows = np.searchsorted(model.classes_, y)
+    picked = np.clip(proba[np.arange(len(y)), rows], np.finfo(proba.dtype).tiny, None)
+    return {
+        "val_loss": float(-np.log(picked).mean()),
+        "val_accuracy": float(np.mean(model.classes_[proba.argmax(axis=1)] == y)),
+    }
 
 
 def _new_model(run: dict[str, Any], n_train: int) -> Any:
@@ -346,13 +420,10 @@ def _show_progress(args: argparse.Namespace) -> bool:
 def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.metrics import confusion_matrix
 
-    from fastnn.data import load
     from fastnn.estimator import load_model
 
     model = load_model(args.model, backend=args.backend)
-    dataset = args.dataset or model.metadata_.get("dataset", "mnist")
-    data = load(dataset, data_home=args.data_home)
-    _check_features(model, data.X_test.shape[1], dataset)
+    dataset, data = _model_dataset(model, args)
     predicted = model.predict(data.X_test)
     accuracy = float(np.mean(predicted == data.y_test))
     labels = np.union1d(model.classes_, data.y_test)
@@ -372,6 +443,35 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "labels": labels.tolist(),
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def _model_dataset(model: Any, args: argparse.Namespace) -> tuple[str, Any]:
+    """(name, data) of ``--dataset``, else of the data the model was trained on, split with
+    the model's seed so that its test rows are the ones it never saw."""
+    from fastnn.data import load
+
+    meta = model.metadata_
+    run = meta.get("run") or {}
+    dataset = args.dataset or meta.get("dataset") or run.get("dataset") or "mnist"
+    seed = model.random_state if isinstance(model.random_state, int) else 0
+    data = load(dataset, seed=seed, data_home=args.data_home)
+    _check_features(model, data.X_test.shape[1], dataset)
+    return dataset, data
+
+
+def cmd_plot(args: argparse.Namespace) -> dict[str, Any]:
+    from fastnn.estimator import load_model
+    from fastnn.plot import require_matplotlib, save_all
+
+    require_matplotlib()
+    source = Path(args.model)
+    model = load_model(source / CHECKPOINT_FILE if source.is_dir() else source,
+                       backend=args.backend)  # fmt: skip
+    dataset, data = _model_dataset(model, args)
+    paths = save_all(model, data.X_test, data.y_test, args.out)
+    if not args.json:
+        print(f"wrote {', '.join(p.name for p in paths)} to {args.out} (test split of {dataset})")
+    return {"figures": [str(p) for p in paths], "dataset": dataset}
 
 
 def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
@@ -462,7 +562,13 @@ def _check_features(model: Any, n_features: int, source: str) -> None:
         )
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "info": cmd_info}
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "plot": cmd_plot,
+    "info": cmd_info,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
