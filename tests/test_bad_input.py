@@ -145,6 +145,7 @@ CASES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_refused_with_a_clear_message(case):
     action, error, words = CASES[case]
