@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from fastnn._compat import has_numba
+from fastnn._compat import cuda_device_problem, has_numba
 from fastnn.backends.base import Backend
 from fastnn.errors import BackendUnavailableError
 
@@ -24,6 +24,7 @@ def _numba_problem() -> str | None:
 # name -> (module:class, probe returning None when usable or the reason it is not).
 # Order is the preference of "auto", best first.
 _REGISTRY: dict[str, tuple[str, Callable[[], str | None]]] = {
+    "cupy": ("fastnn.backends.cupy:CupyBackend", cuda_device_problem),
     "numba": ("fastnn.backends.numba:NumbaBackend", _numba_problem),
     "numpy": ("fastnn.backends.numpy:NumpyBackend", _always),
 }
