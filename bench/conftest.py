@@ -82,6 +82,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         report.write_markdown(path, body, _sgemm[0], command)
 
 
+SETTLE_SECONDS = 0.3
+
+
+def settle() -> None:
+    """Let the worker threads of the previous calls (OpenBLAS, OpenMP) stop spinning before
+    timing: they busy-wait for a while after each parallel call and would take a core from
+    whatever runs next (measured: the seed epoch 17 ms when quiet, 31 ms right after BLAS)."""
+    time.sleep(SETTLE_SECONDS)
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from bench.conftest import settle
 from bench.peers import FastnnImpl, SklearnImpl, TorchImpl
 from bench.workloads import N_INFERENCE, WORKLOADS, Workload
 from fastnn.backends import backend_names, get_backend, unavailable_reason
@@ -88,6 +89,7 @@ def test_throughput(benchmark, workload, impl, mnist_like, record):
     t0 = time.perf_counter()
     round_()  # warm-up: JIT compilation, GPU start, caches; reported, not timed
     first_call = time.perf_counter() - t0
+    settle()
     benchmark.group = workload
     benchmark.name = impl
     benchmark.pedantic(round_, rounds=ROUNDS[workload], iterations=1)

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pytest
 
+from bench.conftest import settle
 from bench.workloads import FIT_WORKLOADS, FitWorkload
 from fastnn.backends import backend_names, unavailable_reason
 
@@ -64,6 +65,7 @@ def test_fit(benchmark, workload, impl, mnist_like, digits_split, record):
     t0 = time.perf_counter()
     model = round_()  # warm-up (JIT compilation); reported, not timed
     first_call = time.perf_counter() - t0
+    settle()
     assert model.n_iter_ == w.epochs
     accuracies.clear()
     benchmark.group = workload
