@@ -246,13 +246,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     interrupted = _InterruptFlag()
 
     def on_epoch_end(model: Any, stats: Any) -> bool:
-        if validation is not None:
-            model.history_[-1].update(_scores(model, *validation))
         if args.checkpoint_dir or args.resume or interrupted.raised:
             _save_checkpoint(model, checkpoint_dir, run)
         return interrupted.raised
 
     model._on_epoch_end = on_epoch_end
+    model._validation_data = validation  # scored after every epoch into history_
     t0 = time.perf_counter()
     if run["epochs"] > done:
         model.set_params(warm_start=True, max_iter=run["epochs"] - done)
@@ -313,17 +312,6 @@ def _split_validation(data: Any, run: dict[str, Any]) -> tuple[Any, Any, Any, An
             f"fastnn train: error: --validation-fraction {run['validation_fraction']}: "
             f"{str(exc).strip().splitlines()[0]}"
         ) from exc
-
-
-def _scores(model: Any, X: Any, y: Any) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of ``model`` on (X, y)."""
-    proba = model.predict_proba(X)
-    rows = np.searchsorted(model.classes_, y)
-    picked = np.clip(proba[np.arange(len(y)), rows], np.finfo(proba.dtype).tiny, None)
-    return {
-        "val_loss": float(-np.log(picked).mean()),
-        "val_accuracy": float(np.mean(model.classes_[proba.argmax(axis=1)] == y)),
-    }
 
 
 def _new_model(run: dict[str, Any], n_train: int) -> Any:

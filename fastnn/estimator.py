@@ -134,11 +134,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self._initialize(X, y, classes if incremental else None)
         elif not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
             self._learning_rate = float(self.learning_rate_init)
-        elif (
-            incremental
-            and classes is not None
-            and not np.array_equal(np.unique(classes), self.classes_)
-        ):
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(
                 f"classes={list(np.unique(classes))!r} differs from the first call to "
                 f"partial_fit, which had {self.classes_.tolist()!r}"
@@ -148,6 +144,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         X_val = y_val = None
         if self.early_stopping:
             X, X_val, y_idx, y_val = self._split_validation(X, y_idx)
+        elif getattr(self, "_validation_data", None) is not None:  # scored, not used to stop
+            X_val = validate_data(self, self._validation_data[0], dtype=X.dtype, reset=False)
+            y_val = self._label_indices(np.asarray(self._validation_data[1]))
         n = X.shape[0]
         batch = self._batch_rows(n)
         activation = self._activation()
@@ -184,9 +183,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     self.loss_curve_.append(stats.loss)
                     self.history_.append(stats.as_dict())
                     stopped = self._converged(stats, backend, params)
-                    self._keep_state(backend, params, state)
-                    if on_epoch_end is not None and on_epoch_end(self, stats):
-                        stopped = True
+                    if on_epoch_end is not None:  # it sees the state of this epoch
+                        self._keep_state(backend, params, state)
+                        stopped = on_epoch_end(self, stats) or stopped
                     if stopped:
                         break
         finally:  # also after a divergence, which leaves the last finite parameters
@@ -433,10 +432,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"unknown bit generator {rng_state['bit_generator']!r}")
             rng = np.random.Generator(getattr(np.random, rng_state["bit_generator"])())
             rng.bit_generator.state = rng_state
-            for a, p in zip([*[a for v in slots.values() for a in v], *best],
-                            [*params * len(slots), *params[: len(best)]], strict=True):  # fmt: skip
-                if a.shape != p.shape or a.dtype != p.dtype:
-                    raise ValueError(f"a state array has shape {a.shape}, expected {p.shape}")
+            for arrays_like_params in (*slots.values(), best):
+                for a, p in zip(arrays_like_params, params, strict=False):
+                    if a.shape != p.shape or a.dtype != p.dtype:
+                        raise ValueError(f"a state array has shape {a.shape}, expected {p.shape}")
             self._optimizer_state = OptimizerState(int(meta["optimizer_step"]), slots)
             self._rng = rng
             self._learning_rate = float(meta["learning_rate"])

@@ -20,6 +20,7 @@ from fastnn.kernels.activations import ACTIVATION_CODES
 
 THREADS = 256  # threads per block of the elementwise and row kernels
 MAX_BLOCKS = 4096  # grid-stride loops cover the rest
+_C_TYPES = {"float32": "float", "float64": "double"}
 KERNELS = {
     "linear.cu": ("bias_act", "act_grad"),
     "loss.cu": ("softmax_xent", "softmax"),
@@ -43,9 +44,6 @@ def _module(source: str) -> Any:
         options=("-std=c++17", f"-I{folder}"),
         name_expressions=names,
     )
-
-
-_C_TYPES = {"float32": "float", "float64": "double"}
 
 
 def _grid(size: int, per_block: int = THREADS) -> tuple[int]:
