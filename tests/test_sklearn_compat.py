@@ -50,14 +50,16 @@ def _same_params(a, b):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pipeline_grid_search_and_cross_validation(backend, digits):
-    pipe = make_pipeline(StandardScaler(), MLPClassifier(max_iter=20, backend=backend))
+    # seeded: an unseeded 20-epoch run scored anywhere from 0.84 to 0.90 and failed CI once
+    model = MLPClassifier(max_iter=50, backend=backend, random_state=0)
+    pipe = make_pipeline(StandardScaler(), model)
     scores = cross_val_score(pipe, digits.X_train, digits.y_train, cv=3)
-    assert scores.min() > 0.85
+    assert scores.min() > 0.9
     grid = {"mlpclassifier__hidden_layer_sizes": [(16,), (32,)]}
     search = GridSearchCV(pipe, grid, cv=2, n_jobs=2)
     search.fit(digits.X_train, digits.y_train)
     assert search.best_params_["mlpclassifier__hidden_layer_sizes"] in [(16,), (32,)]
-    assert search.score(digits.X_test, digits.y_test) > 0.85
+    assert search.score(digits.X_test, digits.y_test) > 0.9
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
