@@ -42,20 +42,24 @@ def update_span(p, g, s, q, lo, hi, adam, lr, momentum, nesterov, use_velocity, 
 
     Scalars are cast to p's dtype, so float32 updates compute in float32 as numpy does; each
     rule runs in its own branch-free loop, which vectorises. Unused slots may be any array.
+    The loops run over views from index 0: indices from a runtime ``lo`` may be negative as
+    far as the compiler knows, and their wraparound check kept the loops scalar (measured
+    11x slower Adam inside the fused kernels).
     """
+    p, g, s, q = p[lo:hi], g[lo:hi], s[lo:hi], q[lo:hi]
     f = p.dtype.type
     lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
     if adam:
         b1, nb1, b2, nb2 = f(beta1), f(1 - beta1), f(beta2), f(1 - beta2)
         eps, ic1, ic2 = f(eps), f(1 / correction1), f(1 / correction2)
-        for k in range(lo, hi):
+        for k in range(hi - lo):
             p[k], s[k], q[k] = adam_rule(p[k], g[k], s[k], q[k], lr, b1, nb1, b2, nb2, eps,
                                          weight_decay, ic1, ic2)  # fmt: skip
     elif use_velocity:
-        for k in range(lo, hi):
+        for k in range(hi - lo):
             p[k], s[k] = sgd_rule(p[k], g[k], s[k], lr, momentum, nesterov, weight_decay, True)
     else:
-        for k in range(lo, hi):
+        for k in range(hi - lo):
             p[k] = sgd_rule(p[k], g[k], p[k], lr, momentum, nesterov, weight_decay, False)[0]
 
 

@@ -1,4 +1,4 @@
-"""Whole-minibatch fused training for narrow networks with one hidden layer (D -> H -> C).
+"""Whole-minibatch fused training for networks with one hidden layer (D -> H -> C).
 
 ``fused_batches(X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr,
 momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4,
@@ -9,10 +9,12 @@ Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) t
 Each step is one parallel pass in which each of the T threads runs forward, softmax
 cross-entropy and backward for its share of the batch rows into its own gradient buffers, then
 one parallel pass that sums the buffers and applies the update; no BLAS call, no Python between
-steps. This is where framework overhead dominates the peers, since each layer's matrix is too
-small for BLAS. A thread works on tiles of up to SPAN rows: the hidden layer in register blocks
-of ROWS rows x UNITS units, the output layer and the loss with the rows innermost, so that
-those short loops (C and H of about 10) vectorise across rows instead of running scalar.
+steps. For narrow layers this is where framework overhead dominates the peers, since each
+layer's matrix is too small for BLAS; for wider ones (up to a few hundred units) it still wins
+by reading the sampled rows in place and keeping all work on one thread pool. A thread works
+on tiles of up to SPAN rows: the hidden layer in register blocks of ROWS rows x UNITS units,
+the output layer and the loss with the rows innermost, so that those short loops (C and H of
+about 10) vectorise across rows instead of running scalar.
 The small per-thread buffers are padded apart: threads do not write to one cache line.
 
 W1 (D, H), b1 (H,), W2 (H, C), b2 (C,) and the optimizer slots are updated in place: s_k is
@@ -225,14 +227,14 @@ def fused_batches(
         c2 = 1 - beta2**step
         for t in prange(T):  # reduce the thread buffers and update W1, each thread a span
             lo, hi = H * D * t // T, H * D * (t + 1) // T
-            g = gW1f[0]
+            g = gW1f[0, lo:hi]  # views from 0: see update_span
             for u in range(1, T):
-                gu = gW1f[u]
-                for k in range(lo, hi):
+                gu = gW1f[u, lo:hi]
+                for k in range(hi - lo):
                     g[k] += gu[k]
-            update_span(W1f, g, s1f if slots else g, q1f if adam else g, lo, hi, adam, lr,
-                         momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, c1,
-                         c2)  # fmt: skip
+            update_span(W1f, gW1f[0], s1f if slots else W1f, q1f if adam else W1f, lo, hi, adam,
+                         lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay,
+                         c1, c2)  # fmt: skip
         for u in range(1, T):  # loops, not array expressions: those would be parallel regions
             for k in range(H):
                 gb1[0, k] += gb1[u, k]
