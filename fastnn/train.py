@@ -62,14 +62,15 @@ def run_epoch(
 ) -> tuple[float, float]:
     """One pass over (X, y) in minibatches of ``batch_size`` rows (the last may be smaller).
 
-    ``order`` is a permutation of the rows, or None to keep them in place. The backend trains
-    a chunk of about PROGRESS_ROWS rows per call (whole minibatches), so progress is reported
-    while the backend may fuse many steps. Returns the mean loss and the accuracy, read back
-    from the backend once.
+    ``order`` is a permutation of the rows, or None to keep them in place. With callbacks the
+    backend trains a chunk of about PROGRESS_ROWS rows per call (whole minibatches), so
+    progress is reported while the backend may fuse many steps; without, the whole epoch is
+    one call (each call of the fused numba kernel costs about 2 ms of setup, 15% of an MNIST
+    epoch in 8192-row chunks). Returns the mean loss and the accuracy, read back once.
     """
     n = X.shape[0]
     index = None if order is None else backend.asarray(order)
-    chunk = batch_size * max(1, PROGRESS_ROWS // batch_size)
+    chunk = batch_size * max(1, PROGRESS_ROWS // batch_size) if callbacks else n
     loss_sum = correct = 0
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
