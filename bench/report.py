@@ -54,9 +54,31 @@ def environment(sgemm_gflops: float) -> list[str]:
         except PackageNotFoundError:
             pass
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; numpy float32 sgemm {sgemm_gflops:.0f} GFLOP/s",
+        f"- CPU: {cpu}, {os.cpu_count()} cores; numpy float32 sgemm {sgemm_gflops:.0f} GFLOP/s"
+        f" ({_instruction_sets()})",
         f"- Python {platform.python_version()}; {', '.join(versions)}",
     ]
+
+
+def _instruction_sets() -> str:
+    """Whose kernels numpy's BLAS and numba run: % sgemm is relative to the BLAS, so a numba
+    kernel compiled for wider vectors than the BLAS build uses can pass 100%."""
+    parts = []
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = next(i for i in threadpool_info() if i["user_api"] == "blas")
+        name, arch = f"{blas['internal_api']} {blas['version']}", blas["architecture"]
+        parts.append(f"{name} with {arch} kernels")
+    except (ImportError, StopIteration, KeyError):
+        pass
+    try:
+        import llvmlite.binding
+
+        parts.append(f"numba compiles for {llvmlite.binding.get_host_cpu_name()}")
+    except ImportError:
+        pass
+    return "; ".join(parts) or "instruction sets unknown"
 
 
 def write_markdown(path: str, body: str, sgemm_gflops: float, command: str) -> None:
