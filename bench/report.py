@@ -67,10 +67,11 @@ def _instruction_sets() -> str:
     try:
         from threadpoolctl import threadpool_info
 
-        blas = next(i for i in threadpool_info() if i["user_api"] == "blas")
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        blas = next((i for i in blas if "numpy" in i["filepath"]), blas[0])  # not scipy's
         name, arch = f"{blas['internal_api']} {blas['version']}", blas["architecture"]
         parts.append(f"{name} with {arch} kernels")
-    except (ImportError, StopIteration, KeyError):
+    except (ImportError, IndexError, KeyError):
         pass
     try:
         import llvmlite.binding

@@ -178,13 +178,26 @@ def _output_backward(y, W2, b2, code, inv_n, m, rows, hid, z, top, total, best, 
 
 @njit(fastmath=FASTMATH, **KERNEL)
 def _hidden_weight_grad(X, rows, m4, dhid, gW1):
-    """gW1 += dhid[:, :m4] @ X[rows[:m4]], in blocks of ROWS rows."""
+    """gW1 += dhid[:, :m4] @ X[rows[:m4]], in blocks of ROWS rows x 2 units: the block's rows
+    of X are read once per unit pair (measured 20-35% faster than per unit at 64 inputs)."""
     H, D = gW1.shape
     for b in range(0, m4, ROWS):
         i0, i1, i2, i3 = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
-        for j in range(H):
+        for j in range(0, H - 1, 2):
             c0, c1, c2, c3 = dhid[j, b], dhid[j, b + 1], dhid[j, b + 2], dhid[j, b + 3]
-            if c0 != 0 or c1 != 0 or c2 != 0 or c3 != 0:  # relu zeros skip the row
+            e0, e1 = dhid[j + 1, b], dhid[j + 1, b + 1]
+            e2, e3 = dhid[j + 1, b + 2], dhid[j + 1, b + 3]
+            if c0 == 0 and c1 == 0 and c2 == 0 and c3 == 0:
+                if e0 == 0 and e1 == 0 and e2 == 0 and e3 == 0:
+                    continue  # relu zeros skip the block
+            for d in range(D):
+                x0, x1, x2, x3 = X[i0, d], X[i1, d], X[i2, d], X[i3, d]
+                gW1[j, d] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
+                gW1[j + 1, d] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
+        if H % 2:
+            j = H - 1
+            c0, c1, c2, c3 = dhid[j, b], dhid[j, b + 1], dhid[j, b + 2], dhid[j, b + 3]
+            if c0 != 0 or c1 != 0 or c2 != 0 or c3 != 0:
                 for d in range(D):
                     gW1[j, d] += c0 * X[i0, d] + c1 * X[i1, d] + c2 * X[i2, d] + c3 * X[i3, d]
 
