@@ -221,7 +221,7 @@ def fused_batches(
     # per-thread tiles of up to SPAN rows, rows last so that per-row loops vectorise
     hid = np.zeros((T, H, SPAN), dtype=W1.dtype)  # finite in every row: see _output_backward
     dhid = np.zeros((T, H, SPAN), dtype=W1.dtype)
-    z = np.zeros((T, C, SPAN), dtype=W1.dtype)
+    z = np.empty((T, C, SPAN), dtype=W1.dtype)
     top = np.empty((T, SPAN), dtype=W1.dtype)
     total = np.empty((T, SPAN), dtype=W1.dtype)
     best = np.empty((T, SPAN), dtype=np.int64)
