@@ -11,11 +11,14 @@ cross-entropy and backward for its share of the batch rows into its own gradient
 one parallel pass that sums the buffers and applies the update; no BLAS call, no Python between
 steps. For narrow layers this is where framework overhead dominates the peers, since each
 layer's matrix is too small for BLAS; for wider ones (up to a few hundred units) it still wins
-by reading the sampled rows in place and keeping all work on one thread pool. A thread works
-on tiles of up to SPAN rows: the hidden layer in register blocks of ROWS rows x UNITS units,
-the output layer and the loss with the rows innermost, so that those short loops (C and H of
-about 10) vectorise across rows instead of running scalar.
-The small per-thread buffers are padded apart: threads do not write to one cache line.
+by reading the sampled rows in place and keeping all work on one thread pool.
+
+A thread works on tiles of up to SPAN rows, one row of activations after another, with the
+hidden units (and classes) padded to whole SIMD vectors (kernels/simd.py). Every matrix
+product is one of two register-blocked micro-kernels: ``_rows_times`` (a block of 4 rows times
+2 vectors of outputs, each input broadcast against a vector of weights) and ``_rank_update``
+(4 rows of a gradient times 2 vectors, summed over the tile). The padding lanes of weights,
+biases and activations stay zero, so they add nothing and their gradients are zero.
 
 W1 (D, H), b1 (H,), W2 (H, C), b2 (C,) and the optimizer slots are updated in place: s_k is
 the velocity (SGD with momentum) or Adam's first moment of parameter k, q_k Adam's second
@@ -29,177 +32,240 @@ import math
 import numpy as np
 from fastnn.kernels.activations import KERNEL, activate, derivative_from_output
 from fastnn.kernels.optim import update_span
+from fastnn.kernels.simd import (
+    lanes,
+    vadd,
+    vexp,
+    vfirst_equal,
+    vfma,
+    vload,
+    vmax_lanes,
+    vmaximum,
+    vmul,
+    vsplat,
+    vstore,
+    vsub,
+    vsum_lanes,
+)
 from numba import njit, prange
 
-# reassociation lets LLVM vectorise the dot-product reductions; no "fast" NaN/inf assumptions
-FASTMATH = {"reassoc", "contract", "nsz"}
+FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
 
-
-ROWS = 4  # rows per register block of the hidden layer
-UNITS = 5  # hidden units per register block
-SPAN = 64  # rows per tile of the output layer
+SPAN = 64  # rows per tile, a multiple of BLOCK
+BLOCK = 8  # the tile's rows are padded to a multiple of this (repeating its last row)
+KCHUNK = 128  # inputs per pass of _rows_times
 PAD = 16  # elements (64 bytes or more) between threads' small gradient buffers
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _hidden_forward(X, W1T, b1, rows, m4, code, hid):
-    """hid[:, :m4] = act(X[rows[:m4]] @ W1 + b1).T, in blocks of ROWS rows x UNITS units."""
-    H, D = W1T.shape
-    for b in range(0, m4, ROWS):
-        i0, i1, i2, i3 = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
-        for j0 in range(0, H, UNITS):
-            # the last block repeats unit H - 1 where H is not a multiple of UNITS
-            ja, jb, jc = j0, min(j0 + 1, H - 1), min(j0 + 2, H - 1)
-            jd, je = min(j0 + 3, H - 1), min(j0 + 4, H - 1)
-            a00 = a01 = a02 = a03 = b1[ja]
-            a10 = a11 = a12 = a13 = b1[jb]
-            a20 = a21 = a22 = a23 = b1[jc]
-            a30 = a31 = a32 = a33 = b1[jd]
-            a40 = a41 = a42 = a43 = b1[je]
-            for d in range(D):
-                x0, x1, x2, x3 = X[i0, d], X[i1, d], X[i2, d], X[i3, d]
-                w = W1T[ja, d]
-                a00 += x0 * w
-                a01 += x1 * w
-                a02 += x2 * w
-                a03 += x3 * w
-                w = W1T[jb, d]
-                a10 += x0 * w
-                a11 += x1 * w
-                a12 += x2 * w
-                a13 += x3 * w
-                w = W1T[jc, d]
-                a20 += x0 * w
-                a21 += x1 * w
-                a22 += x2 * w
-                a23 += x3 * w
-                w = W1T[jd, d]
-                a30 += x0 * w
-                a31 += x1 * w
-                a32 += x2 * w
-                a33 += x3 * w
-                w = W1T[je, d]
-                a40 += x0 * w
-                a41 += x1 * w
-                a42 += x2 * w
-                a43 += x3 * w
-            for j, a0, a1, a2, a3 in (
-                (ja, a00, a01, a02, a03), (jb, a10, a11, a12, a13), (jc, a20, a21, a22, a23),
-                (jd, a30, a31, a32, a33), (je, a40, a41, a42, a43),
-            ):  # fmt: skip
-                hid[j, b] = activate(a0, code)
-                hid[j, b + 1] = activate(a1, code)
-                hid[j, b + 2] = activate(a2, code)
-                hid[j, b + 3] = activate(a3, code)
+def _rows_times(A, rows, K, m, B, bias, out):
+    """out[i] = bias + A[rows[i], :K] @ B[:K] for i < m (a multiple of 4): B (K, P) and out
+    (., P) with P a whole number of vectors. Blocks of 4 rows x 2 vectors; an odd last vector
+    is computed twice (and stored twice, the same value). K runs in chunks of KCHUNK, so that
+    the chunk of B that every block of rows reads stays in L1."""
+    P = out.shape[1]
+    W = lanes(out)
+    for k0 in range(0, K, KCHUNK):
+        k1 = min(k0 + KCHUNK, K)
+        for j0 in range(0, P, 2 * W):
+            j1 = min(j0 + W, P - W)
+            for b in range(0, m, 4):
+                r0, r1, r2, r3 = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
+                o = b * P
+                if k0 == 0:
+                    a0 = b0 = c0 = d0 = vload(bias, j0)
+                    a1 = b1 = c1 = d1 = vload(bias, j1)
+                else:
+                    a0, a1 = vload(out, o + j0), vload(out, o + j1)
+                    b0, b1 = vload(out, o + P + j0), vload(out, o + P + j1)
+                    c0, c1 = vload(out, o + 2 * P + j0), vload(out, o + 2 * P + j1)
+                    d0, d1 = vload(out, o + 3 * P + j0), vload(out, o + 3 * P + j1)
+                for k in range(k0, k1):
+                    w0, w1 = vload(B, k * P + j0), vload(B, k * P + j1)
+                    x = vsplat(A[r0, k])
+                    a0, a1 = vfma(x, w0, a0), vfma(x, w1, a1)
+                    x = vsplat(A[r1, k])
+                    b0, b1 = vfma(x, w0, b0), vfma(x, w1, b1)
+                    x = vsplat(A[r2, k])
+                    c0, c1 = vfma(x, w0, c0), vfma(x, w1, c1)
+                    x = vsplat(A[r3, k])
+                    d0, d1 = vfma(x, w0, d0), vfma(x, w1, d1)
+                vstore(out, o + j0, a0)
+                vstore(out, o + j1, a1)
+                vstore(out, o + P + j0, b0)
+                vstore(out, o + P + j1, b1)
+                vstore(out, o + 2 * P + j0, c0)
+                vstore(out, o + 2 * P + j1, c1)
+                vstore(out, o + 3 * P + j0, d0)
+                vstore(out, o + 3 * P + j1, d1)
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _output_backward(y, W2, b2, code, inv_n, m, rows, hid, z, top, total, best, dhid, gW2, gb2,
-                     gb1, loss, correct):  # fmt: skip
-    """Output layer, softmax cross-entropy and backward to the hidden pre-activations for the
-    first m rows of the tile: adds to loss[0], correct[0], gW2 (flat), gb2, gb1, and sets
-    dhid (zero past m). Each loop runs over all SPAN rows of the tile, a constant trip count
-    that vectorises without remainder code (25% faster than looping to m); rows past m hold
-    finite leftovers of earlier tiles and get a zero gradient, so they add nothing."""
-    H, C = W2.shape
-    for c in range(0, C - 1, 2):  # logits, two classes per pass over hid
-        for i in range(SPAN):
-            z[c, i] = b2[c]
-            z[c + 1, i] = b2[c + 1]
-        for j in range(H):
-            w0, w1 = W2[j, c], W2[j, c + 1]
-            for i in range(SPAN):
-                h = hid[j, i]
-                z[c, i] += w0 * h
-                z[c + 1, i] += w1 * h
-    if C % 2:
-        for i in range(SPAN):
-            z[C - 1, i] = b2[C - 1]
-        for j in range(H):
-            w = W2[j, C - 1]
-            for i in range(SPAN):
-                z[C - 1, i] += w * hid[j, i]
-    for i in range(SPAN):
-        top[i] = z[0, i]
-        best[i] = 0
-        total[i] = 0
-    for c in range(1, C):
-        for i in range(SPAN):
-            if z[c, i] > top[i]:
-                top[i] = z[c, i]
-                best[i] = c
+def _rank_update(A, rows, K, m, B, G):
+    """G[k] += sum over i < m of A[rows[i], k] * B[i] for k < K: B (., P) and G (K, P) with P a
+    whole number of vectors. Blocks of 4 rows of G x 2 vectors, summed in registers over the
+    tile; where K or the vectors run out the block repeats its last ones (same values stored)."""
+    P = G.shape[1]
+    W = lanes(G)
+    for k0 in range(0, K, 4):
+        ka, kb, kc, kd = k0, min(k0 + 1, K - 1), min(k0 + 2, K - 1), min(k0 + 3, K - 1)
+        for j0 in range(0, P, 2 * W):
+            j1 = min(j0 + W, P - W)
+            a0, a1 = vload(G, ka * P + j0), vload(G, ka * P + j1)
+            b0, b1 = vload(G, kb * P + j0), vload(G, kb * P + j1)
+            c0, c1 = vload(G, kc * P + j0), vload(G, kc * P + j1)
+            d0, d1 = vload(G, kd * P + j0), vload(G, kd * P + j1)
+            for i in range(m):
+                r = rows[i]
+                h0, h1 = vload(B, i * P + j0), vload(B, i * P + j1)
+                x = vsplat(A[r, ka])
+                a0, a1 = vfma(x, h0, a0), vfma(x, h1, a1)
+                x = vsplat(A[r, kb])
+                b0, b1 = vfma(x, h0, b0), vfma(x, h1, b1)
+                x = vsplat(A[r, kc])
+                c0, c1 = vfma(x, h0, c0), vfma(x, h1, c1)
+                x = vsplat(A[r, kd])
+                d0, d1 = vfma(x, h0, d0), vfma(x, h1, d1)
+            vstore(G, ka * P + j0, a0)
+            vstore(G, ka * P + j1, a1)
+            vstore(G, kb * P + j0, b0)
+            vstore(G, kb * P + j1, b1)
+            vstore(G, kc * P + j0, c0)
+            vstore(G, kc * P + j1, c1)
+            vstore(G, kd * P + j0, d0)
+            vstore(G, kd * P + j1, d1)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, loss, correct):
+    """Logits of the tile's rows (blocks of BLOCK rows x one vector of classes), then per row
+    i < m softmax cross-entropy into loss[0] and correct[0], and dz[i] = dL/dlogits (zero for
+    i in [m, m8)), added to gb2. mask is 0 for classes < C and -inf for the padding lanes."""
+    CP = dz.shape[1]
+    W = lanes(dz)
+    f = dz.dtype.type
+    for b in range(0, m8, BLOCK):
+        for v in range(0, CP, W):
+            z0 = z1 = z2 = z3 = z4 = z5 = z6 = z7 = vload(b2p, v)
+            for j in range(H):
+                w = vload(W2p, j * CP + v)
+                z0 = vfma(vsplat(hid[b, j]), w, z0)
+                z1 = vfma(vsplat(hid[b + 1, j]), w, z1)
+                z2 = vfma(vsplat(hid[b + 2, j]), w, z2)
+                z3 = vfma(vsplat(hid[b + 3, j]), w, z3)
+                z4 = vfma(vsplat(hid[b + 4, j]), w, z4)
+                z5 = vfma(vsplat(hid[b + 5, j]), w, z5)
+                z6 = vfma(vsplat(hid[b + 6, j]), w, z6)
+                z7 = vfma(vsplat(hid[b + 7, j]), w, z7)
+            for q, z in enumerate((z0, z1, z2, z3, z4, z5, z6, z7)):
+                vstore(dz, (b + q) * CP + v, vadd(z, vload(mask, v)))
     loss_sum = 0.0
+    hits = 0
     for i in range(m):
+        o = i * CP
+        top = vload(dz, o)
+        for v in range(W, CP, W):
+            top = vmaximum(top, vload(dz, o + v))
+        t = vmax_lanes(top)
         label = y[rows[i]]
-        loss_sum -= z[label, i] - top[i]
-        correct[0] += best[i] == label
-    for c in range(C):
-        for i in range(SPAN):
-            e = math.exp(z[c, i] - top[i])
-            z[c, i] = e
-            total[i] += e
-    for i in range(m):
-        loss_sum += math.log(total[i])
-    for i in range(SPAN):
-        total[i] = inv_n / total[i] if i < m else 0
+        for v in range(0, CP, W):  # the first class with the top logit, as argmax
+            first = vfirst_equal(vload(dz, o + v), t)
+            if first < W:
+                hits += v + first == label
+                break
+        loss_sum += t - dz[i, label]
+        total = f(0)
+        for v in range(0, CP, W):
+            e = vexp(vsub(vload(dz, o + v), vsplat(t)))
+            vstore(dz, o + v, e)
+            total += vsum_lanes(e)
+        loss_sum += math.log(total)
+        scale = vsplat(f(inv_n / total))
+        for v in range(0, CP, W):
+            vstore(dz, o + v, vmul(vload(dz, o + v), scale))
+        dz[i, label] -= f(inv_n)
+        for v in range(0, CP, W):
+            vstore(gb2, v, vadd(vload(gb2, v), vload(dz, o + v)))
+    for i in range(m, m8):
+        for c in range(CP):
+            dz[i, c] = 0
     loss[0] += loss_sum
-    for c in range(C):
-        for i in range(SPAN):
-            z[c, i] *= total[i]
-    for i in range(m):
-        z[y[rows[i]], i] -= inv_n
-    for c in range(C):  # z now holds dL/dlogits, zero past m
-        acc = gb2[c]
-        for i in range(SPAN):
-            acc += z[c, i]
-        gb2[c] = acc
-        for j in range(H):
-            acc = gW2[j * C + c]
-            for i in range(SPAN):
-                acc += hid[j, i] * z[c, i]
-            gW2[j * C + c] = acc
-    for j in range(H):
-        for i in range(SPAN):
-            dhid[j, i] = 0
-        for c in range(0, C - 1, 2):
-            w0, w1 = W2[j, c], W2[j, c + 1]
-            for i in range(SPAN):
-                dhid[j, i] += w0 * z[c, i] + w1 * z[c + 1, i]
-        if C % 2:
-            w = W2[j, C - 1]
-            for i in range(SPAN):
-                dhid[j, i] += w * z[C - 1, i]
-        acc = gb1[j]
-        for i in range(SPAN):
-            dhid[j, i] *= derivative_from_output(hid[j, i], code)
-            acc += dhid[j, i]
-        gb1[j] = acc
+    correct[0] += hits
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _hidden_weight_grad(X, rows, m4, dhid, gW1):
-    """gW1 += dhid[:, :m4] @ X[rows[:m4]], in blocks of ROWS rows x 2 units: the block's rows
-    of X are read once per unit pair (measured 20-35% faster than per unit at 64 inputs)."""
-    H, D = gW1.shape
-    for b in range(0, m4, ROWS):
-        i0, i1, i2, i3 = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
-        for j in range(0, H - 1, 2):
-            c0, c1, c2, c3 = dhid[j, b], dhid[j, b + 1], dhid[j, b + 2], dhid[j, b + 3]
-            e0, e1 = dhid[j + 1, b], dhid[j + 1, b + 1]
-            e2, e3 = dhid[j + 1, b + 2], dhid[j + 1, b + 3]
-            if c0 == 0 and c1 == 0 and c2 == 0 and c3 == 0:
-                if e0 == 0 and e1 == 0 and e2 == 0 and e3 == 0:
-                    continue  # relu zeros skip the block
-            for d in range(D):
-                x0, x1, x2, x3 = X[i0, d], X[i1, d], X[i2, d], X[i3, d]
-                gW1[j, d] += c0 * x0 + c1 * x1 + c2 * x2 + c3 * x3
-                gW1[j + 1, d] += e0 * x0 + e1 * x1 + e2 * x2 + e3 * x3
-        if H % 2:
-            j = H - 1
-            c0, c1, c2, c3 = dhid[j, b], dhid[j, b + 1], dhid[j, b + 2], dhid[j, b + 3]
-            if c0 != 0 or c1 != 0 or c2 != 0 or c3 != 0:
-                for d in range(D):
-                    gW1[j, d] += c0 * X[i0, d] + c1 * X[i1, d] + c2 * X[i2, d] + c3 * X[i3, d]
+def _activate_rows(hid, H, m, code):
+    for i in range(m):
+        for j in range(H):
+            hid[i, j] = activate(hid[i, j], code)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _times_derivative(dhid, hid, H, m, code, gb1):
+    """dhid[i] *= act'(hid[i]) for i < m, summed into gb1."""
+    for i in range(m):
+        for j in range(H):
+            g = dhid[i, j] * derivative_from_output(hid[i, j], code)
+            dhid[i, j] = g
+            gb1[j] += g
+
+
+@njit(**KERNEL)
+def _workspace(W1, T, D, HP, C, CP):
+    """fused_batches' buffers, allocated outside its parallel regions (where numba would turn
+    each np.zeros into a parallel loop of its own): per thread gradients of W1, b1, W2T, b2,
+    the tile's activations, their gradients and dL/dlogits, the tile's row numbers; then the
+    rows of a tile, the logits' padding mask, a zero bias, and per thread loss and hit counts."""
+    dtype = W1.dtype
+    mask = np.zeros(CP, dtype=dtype)
+    mask[C:] = -np.inf
+    return (
+        np.empty((T, D, HP), dtype=dtype),
+        np.empty((T, HP + PAD), dtype=dtype),
+        np.empty((T, C * HP + PAD), dtype=dtype),
+        np.empty((T, CP + PAD), dtype=dtype),
+        np.empty((T, SPAN, HP), dtype=dtype),
+        np.empty((T, SPAN, HP), dtype=dtype),
+        np.empty((T, SPAN, CP), dtype=dtype),
+        np.empty((T, SPAN), dtype=np.int64),
+        np.arange(SPAN),
+        mask,
+        np.zeros(HP, dtype=dtype),
+        np.zeros((T, PAD)),
+        np.zeros((T, PAD), dtype=np.int64),
+    )
+
+
+@njit(**KERNEL)
+def _padded(a, shape0, shape1, transpose):
+    """a (or a.T) copied into the top-left of zeros (shape0, shape1); empty stays empty."""
+    if a.size == 0:
+        return np.zeros((0, 0), dtype=a.dtype)
+    out = np.zeros((shape0, shape1), dtype=a.dtype)
+    if transpose:  # separate loops: a shared strided view of a and a.T would not vectorise
+        for i in range(a.shape[1]):
+            for j in range(a.shape[0]):
+                out[i, j] = a[j, i]
+    else:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                out[i, j] = a[i, j]
+    return out
+
+
+@njit(**KERNEL)
+def _unpad(a, padded, transpose):
+    """a[...] = the top-left of padded (or of padded.T); nothing when a is empty."""
+    if a.size == 0:
+        return
+    if transpose:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                a[i, j] = padded[j, i]
+    else:
+        for i in range(a.shape[0]):
+            for j in range(a.shape[1]):
+                a[i, j] = padded[i, j]
 
 
 @njit(parallel=True, fastmath=FASTMATH, **KERNEL)
@@ -210,27 +276,27 @@ def fused_batches(
 ):  # fmt: skip
     D, H = W1.shape
     C = W2.shape[1]
+    W = lanes(W1)
+    HP = -(-H // W) * W
+    CP = -(-C // W) * W
     slots = adam or use_velocity
-    W1T = np.ascontiguousarray(W1.T)  # rows of W1T are contiguous: vectorised dot products
-    s1T = np.ascontiguousarray(s1.T)
-    q1T = np.ascontiguousarray(q1.T)
-    gW1 = np.empty((T, H, D), dtype=W1.dtype)
-    gb1 = np.empty((T, H + PAD), dtype=W1.dtype)
-    gW2 = np.empty((T, H * C + PAD), dtype=W1.dtype)
-    gb2 = np.empty((T, C + PAD), dtype=W1.dtype)
-    # per-thread tiles of up to SPAN rows, rows last so that per-row loops vectorise
-    hid = np.zeros((T, H, SPAN), dtype=W1.dtype)  # finite in every row: see _output_backward
-    dhid = np.zeros((T, H, SPAN), dtype=W1.dtype)
-    z = np.empty((T, C, SPAN), dtype=W1.dtype)
-    top = np.empty((T, SPAN), dtype=W1.dtype)
-    total = np.empty((T, SPAN), dtype=W1.dtype)
-    best = np.empty((T, SPAN), dtype=np.int64)
-    rows = np.empty((T, SPAN), dtype=np.int64)
-    loss_t = np.zeros((T, PAD))
-    correct_t = np.zeros((T, PAD), dtype=np.int64)
-    W2f, s3f, q3f = W2.reshape(-1), s3.reshape(-1), q3.reshape(-1)
-    W1f, s1f, q1f = W1T.reshape(-1), s1T.reshape(-1), q1T.reshape(-1)
-    gW1f = gW1.reshape(T, H * D)
+    # padded working copies: W1 (D, HP), b1 (1, HP), W2 as W2T (C, HP) for the backward pass
+    # and as W2p (HP, CP) for the logits, b2 (1, CP); the optimizer updates the first three
+    W1p, s1p, q1p = _padded(W1, D, HP, False), _padded(s1, D, HP, False), _padded(q1, D, HP, False)
+    b1p = _padded(b1.reshape(1, H), 1, HP, False)
+    s2p, q2p = _padded(s2.reshape(1, -1), 1, HP, False), _padded(q2.reshape(1, -1), 1, HP, False)
+    W2T, s3T, q3T = _padded(W2, C, HP, True), _padded(s3, C, HP, True), _padded(q3, C, HP, True)
+    b2p = _padded(b2.reshape(1, C), 1, CP, False)
+    s4p, q4p = _padded(s4.reshape(1, -1), 1, CP, False), _padded(q4.reshape(1, -1), 1, CP, False)
+    W2p = _padded(W2, HP, CP, False)
+    gW1, gb1, gW2, gb2, hid, dhid, dz, rows, tile_rows, mask, zero_bias, loss_t, correct_t = (
+        _workspace(W1, T, D, HP, C, CP)
+    )
+    W1f, s1f, q1f = W1p.reshape(-1), s1p.reshape(-1), q1p.reshape(-1)
+    W2f, s3f, q3f = W2T.reshape(-1), s3T.reshape(-1), q3T.reshape(-1)
+    b1f, s2f, q2f = b1p.reshape(-1), s2p.reshape(-1), q2p.reshape(-1)
+    b2f, s4f, q4f = b2p.reshape(-1), s4p.reshape(-1), q4p.reshape(-1)
+    gW1f = gW1.reshape(T, D * HP)
     for b_start in range(start, stop, batch):
         n = min(batch, stop - b_start)
         inv_n = 1.0 / n
@@ -239,23 +305,27 @@ def fused_batches(
             gb1[t] = 0
             gW2[t] = 0
             gb2[t] = 0
+            g2 = gW2[t, : C * HP].reshape(C, HP)
             hi = b_start + n * (t + 1) // T
             for s0 in range(b_start + n * t // T, hi, SPAN):
                 m = min(SPAN, hi - s0)
-                m4 = (m + ROWS - 1) // ROWS * ROWS
-                for i in range(m4):  # a short last block repeats the last row, unused
+                m8 = (m + BLOCK - 1) // BLOCK * BLOCK
+                for i in range(m8):  # a short last block repeats the last row, unused
                     r = s0 + min(i, m - 1)
                     rows[t, i] = index[r] if use_index else r
-                _hidden_forward(X, W1T, b1, rows[t], m4, code, hid[t])
-                _output_backward(y, W2, b2, code, inv_n, m, rows[t], hid[t], z[t], top[t],
-                                 total[t], best[t], dhid[t], gW2[t], gb2[t], gb1[t], loss_t[t],
-                                 correct_t[t])  # fmt: skip
-                _hidden_weight_grad(X, rows[t], m4, dhid[t], gW1[t])
+                _rows_times(X, rows[t], D, m8, W1p, b1f, hid[t])
+                _activate_rows(hid[t], H, m8, code)
+                _softmax_xent(hid[t], H, W2p, b2f, mask, C, y, rows[t], m, m8, inv_n, dz[t],
+                              gb2[t], loss_t[t], correct_t[t])  # fmt: skip
+                _rank_update(dz[t], tile_rows, C, m8, hid[t], g2)
+                _rows_times(dz[t], tile_rows, C, m8, W2T, zero_bias, dhid[t])
+                _times_derivative(dhid[t], hid[t], H, m8, code, gb1[t])
+                _rank_update(X, rows[t], D, m8, dhid[t], gW1[t])
         step += 1
         c1 = 1 - beta1**step
         c2 = 1 - beta2**step
         for t in prange(T):  # reduce the thread buffers and update W1, each thread a span
-            lo, hi = H * D * t // T, H * D * (t + 1) // T
+            lo, hi = D * HP * t // T, D * HP * (t + 1) // T
             g = gW1f[0, lo:hi]  # views from 0: see update_span
             for u in range(1, T):
                 gu = gW1f[u, lo:hi]
@@ -265,22 +335,38 @@ def fused_batches(
                          lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay,
                          c1, c2)  # fmt: skip
         for u in range(1, T):  # loops, not array expressions: those would be parallel regions
-            for k in range(H):
+            for k in range(HP):
                 gb1[0, k] += gb1[u, k]
-            for k in range(H * C):
+            for k in range(C * HP):
                 gW2[0, k] += gW2[u, k]
-            for k in range(C):
+            for k in range(CP):
                 gb2[0, k] += gb2[u, k]
-        update_span(b1, gb1[0], s2 if slots else b1, q2 if adam else b1, 0, H, adam, lr,
+        update_span(b1f, gb1[0], s2f if slots else b1f, q2f if adam else b1f, 0, HP, adam, lr,
                      momentum, nesterov, use_velocity, beta1, beta2, eps, 0.0, c1, c2)  # fmt: skip
-        update_span(W2f, gW2[0], s3f if slots else W2f, q3f if adam else W2f, 0, H * C, adam,
+        update_span(W2f, gW2[0], s3f if slots else W2f, q3f if adam else W2f, 0, C * HP, adam,
                      lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, c1,
                      c2)  # fmt: skip
-        update_span(b2, gb2[0], s4 if slots else b2, q4 if adam else b2, 0, C, adam, lr,
+        update_span(b2f, gb2[0], s4f if slots else b2f, q4f if adam else b2f, 0, CP, adam, lr,
                      momentum, nesterov, use_velocity, beta1, beta2, eps, 0.0, c1, c2)  # fmt: skip
-    W1[:, :] = W1T.T
+        for j in range(H):  # the logits' copy of W2
+            for c in range(C):
+                W2p[j, c] = W2T[c, j]
+    _unpad(W1, W1p, False)
+    _unpad(b1.reshape(1, H), b1p, False)
+    _unpad(W2, W2T, True)
+    _unpad(b2.reshape(1, C), b2p, False)
     if slots:
-        s1[:, :] = s1T.T
+        _unpad(s1, s1p, False)
+        _unpad(s2.reshape(1, H), s2p, False)
+        _unpad(s3, s3T, True)
+        _unpad(s4.reshape(1, C), s4p, False)
     if adam:
-        q1[:, :] = q1T.T
-    return loss_t[:, 0].sum(), correct_t[:, 0].sum(), step
+        _unpad(q1, q1p, False)
+        _unpad(q2.reshape(1, H), q2p, False)
+        _unpad(q3, q3T, True)
+        _unpad(q4.reshape(1, C), q4p, False)
+    loss_sum, correct = 0.0, 0
+    for t in range(T):
+        loss_sum += loss_t[t, 0]
+        correct += correct_t[t, 0]
+    return loss_sum, correct, step
