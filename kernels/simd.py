@@ -146,6 +146,18 @@ def vmaximum(typingctx, a, b):
 
 
 @intrinsic
+def vpositive(typingctx, v):
+    """1 where v > 0, else 0 (NaN included), lane by lane."""
+
+    def codegen(context, builder, sig, args):
+        vt = args[0].type
+        positive = builder.fcmp_ordered(">", args[0], ir.Constant(vt, None))
+        return builder.select(positive, ir.Constant(vt, 1.0), ir.Constant(vt, 0.0))
+
+    return v(v), codegen
+
+
+@intrinsic
 def vmax_lanes(typingctx, v):
     """The largest lane; NaN when any lane is NaN."""
 

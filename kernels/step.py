@@ -14,11 +14,12 @@ layer's matrix is too small for BLAS; for wider ones (up to a few hundred units)
 by reading the sampled rows in place and keeping all work on one thread pool.
 
 A thread works on tiles of up to SPAN rows, one row of activations after another, with the
-hidden units (and classes) padded to whole SIMD vectors (kernels/simd.py). Every matrix
-product is one of two register-blocked micro-kernels: ``_rows_times`` (a block of 4 rows times
-2 vectors of outputs, each input broadcast against a vector of weights) and ``_rank_update``
-(4 rows of a gradient times 2 vectors, summed over the tile). The padding lanes of weights,
-biases and activations stay zero, so they add nothing and their gradients are zero.
+hidden units (and classes) padded to whole SIMD vectors (kernels/simd.py). The hidden layer's
+products are register blocks of 4 rows x 2 vectors of units, each input broadcast against a
+vector of weights: ``_block`` for the forward pass and for the gradient of the activations
+(with the activation or its derivative applied in registers), ``_rank_update`` for the weight
+gradients, summed over the tile. The padding lanes of weights, biases and activations stay
+zero, so they add nothing and their gradients are zero.
 
 W1 (D, H), b1 (H,), W2 (H, C), b2 (C,) and the optimizer slots are updated in place: s_k is
 the velocity (SGD with momentum) or Adam's first moment of parameter k, q_k Adam's second
@@ -30,7 +31,13 @@ the optimizer's step counter after the last update.
 import math
 
 import numpy as np
-from fastnn.kernels.activations import KERNEL, activate, derivative_from_output
+from fastnn.kernels.activations import (
+    ACTIVATION_CODES,
+    KERNEL,
+    activate,
+    vderivative_from_output,
+    vrelu,
+)
 from fastnn.kernels.optim import update_span
 from fastnn.kernels.simd import (
     lanes,
@@ -53,51 +60,105 @@ FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
 
 SPAN = 64  # rows per tile, a multiple of BLOCK
 BLOCK = 8  # the tile's rows are padded to a multiple of this (repeating its last row)
-KCHUNK = 128  # inputs per pass of _rows_times
+KCHUNK = 128  # inputs per pass of _forward_rows
+RELU, IDENTITY = ACTIVATION_CODES["relu"], ACTIVATION_CODES["identity"]
 PAD = 16  # elements (64 bytes or more) between threads' small gradient buffers
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _rows_times(A, rows, K, m, B, bias, out):
-    """out[i] = bias + A[rows[i], :K] @ B[:K] for i < m (a multiple of 4): B (K, P) and out
-    (., P) with P a whole number of vectors. Blocks of 4 rows x 2 vectors; an odd last vector
-    is computed twice (and stored twice, the same value). K runs in chunks of KCHUNK, so that
-    the chunk of B that every block of rows reads stays in L1."""
-    P = out.shape[1]
-    W = lanes(out)
-    for k0 in range(0, K, KCHUNK):
-        k1 = min(k0 + KCHUNK, K)
+def _block(A, r0, r1, r2, r3, k0, k1, B, P, j0, j1, a0, a1, b0, b1, c0, c1, d0, d1):
+    """The register block of rows r0..r3 x vectors j0, j1 plus A[r, k0:k1] @ B[k0:k1] (B has P
+    columns): 8 fused multiply-adds per k, each input broadcast against 2 vectors."""
+    for k in range(k0, k1):
+        w0, w1 = vload(B, k * P + j0), vload(B, k * P + j1)
+        x = vsplat(A[r0, k])
+        a0, a1 = vfma(x, w0, a0), vfma(x, w1, a1)
+        x = vsplat(A[r1, k])
+        b0, b1 = vfma(x, w0, b0), vfma(x, w1, b1)
+        x = vsplat(A[r2, k])
+        c0, c1 = vfma(x, w0, c0), vfma(x, w1, c1)
+        x = vsplat(A[r3, k])
+        d0, d1 = vfma(x, w0, d0), vfma(x, w1, d1)
+    return a0, a1, b0, b1, c0, c1, d0, d1
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _forward_rows(X, rows, m, W1p, b1p, relu, hid):
+    """hid[i] = X[rows[i]] @ W1p + b1p for i < m (a multiple of 4), through relu when asked.
+    Blocks of 4 rows x 2 vectors of units; an odd last vector is computed twice (and stored
+    twice, the same value). The inputs run in chunks of KCHUNK, so that the chunk of W1p that
+    every block reads stays in L1."""
+    D = X.shape[1]
+    P = hid.shape[1]
+    W = lanes(hid)
+    for k0 in range(0, D, KCHUNK):
+        k1 = min(k0 + KCHUNK, D)
         for j0 in range(0, P, 2 * W):
             j1 = min(j0 + W, P - W)
             for b in range(0, m, 4):
-                r0, r1, r2, r3 = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
                 o = b * P
                 if k0 == 0:
-                    a0 = b0 = c0 = d0 = vload(bias, j0)
-                    a1 = b1 = c1 = d1 = vload(bias, j1)
+                    a0 = b0 = c0 = d0 = vload(b1p, j0)
+                    a1 = b1 = c1 = d1 = vload(b1p, j1)
                 else:
-                    a0, a1 = vload(out, o + j0), vload(out, o + j1)
-                    b0, b1 = vload(out, o + P + j0), vload(out, o + P + j1)
-                    c0, c1 = vload(out, o + 2 * P + j0), vload(out, o + 2 * P + j1)
-                    d0, d1 = vload(out, o + 3 * P + j0), vload(out, o + 3 * P + j1)
-                for k in range(k0, k1):
-                    w0, w1 = vload(B, k * P + j0), vload(B, k * P + j1)
-                    x = vsplat(A[r0, k])
-                    a0, a1 = vfma(x, w0, a0), vfma(x, w1, a1)
-                    x = vsplat(A[r1, k])
-                    b0, b1 = vfma(x, w0, b0), vfma(x, w1, b1)
-                    x = vsplat(A[r2, k])
-                    c0, c1 = vfma(x, w0, c0), vfma(x, w1, c1)
-                    x = vsplat(A[r3, k])
-                    d0, d1 = vfma(x, w0, d0), vfma(x, w1, d1)
-                vstore(out, o + j0, a0)
-                vstore(out, o + j1, a1)
-                vstore(out, o + P + j0, b0)
-                vstore(out, o + P + j1, b1)
-                vstore(out, o + 2 * P + j0, c0)
-                vstore(out, o + 2 * P + j1, c1)
-                vstore(out, o + 3 * P + j0, d0)
-                vstore(out, o + 3 * P + j1, d1)
+                    a0, a1 = vload(hid, o + j0), vload(hid, o + j1)
+                    b0, b1 = vload(hid, o + P + j0), vload(hid, o + P + j1)
+                    c0, c1 = vload(hid, o + 2 * P + j0), vload(hid, o + 2 * P + j1)
+                    d0, d1 = vload(hid, o + 3 * P + j0), vload(hid, o + 3 * P + j1)
+                a0, a1, b0, b1, c0, c1, d0, d1 = _block(
+                    X, rows[b], rows[b + 1], rows[b + 2], rows[b + 3], k0, k1, W1p, P, j0, j1,
+                    a0, a1, b0, b1, c0, c1, d0, d1,
+                )  # fmt: skip
+                if relu and k1 == D:
+                    a0, a1, b0, b1 = vrelu(a0), vrelu(a1), vrelu(b0), vrelu(b1)
+                    c0, c1, d0, d1 = vrelu(c0), vrelu(c1), vrelu(d0), vrelu(d1)
+                vstore(hid, o + j0, a0)
+                vstore(hid, o + j1, a1)
+                vstore(hid, o + P + j0, b0)
+                vstore(hid, o + P + j1, b1)
+                vstore(hid, o + 2 * P + j0, c0)
+                vstore(hid, o + 2 * P + j1, c1)
+                vstore(hid, o + 3 * P + j0, d0)
+                vstore(hid, o + 3 * P + j1, d1)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
+    """dhid[i] = (dz[i, :C] @ W2T) * act'(hid[i]) for i < m (a multiple of 4), its column sums
+    added to gb1; blocked as _forward_rows."""
+    P = hid.shape[1]
+    W = lanes(hid)
+    one, zero = vsplat(hid.dtype.type(1)), vsplat(hid.dtype.type(0))
+    for j0 in range(0, P, 2 * W):
+        j1 = min(j0 + W, P - W)
+        s0 = s1 = zero
+        for b in range(0, m, 4):
+            o = b * P
+            a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = zero
+            a0, a1, b0, b1, c0, c1, d0, d1 = _block(
+                dz, b, b + 1, b + 2, b + 3, 0, C, W2T, P, j0, j1, a0, a1, b0, b1, c0, c1, d0, d1
+            )
+            a0 = vmul(a0, vderivative_from_output(vload(hid, o + j0), code, one))
+            a1 = vmul(a1, vderivative_from_output(vload(hid, o + j1), code, one))
+            b0 = vmul(b0, vderivative_from_output(vload(hid, o + P + j0), code, one))
+            b1 = vmul(b1, vderivative_from_output(vload(hid, o + P + j1), code, one))
+            c0 = vmul(c0, vderivative_from_output(vload(hid, o + 2 * P + j0), code, one))
+            c1 = vmul(c1, vderivative_from_output(vload(hid, o + 2 * P + j1), code, one))
+            d0 = vmul(d0, vderivative_from_output(vload(hid, o + 3 * P + j0), code, one))
+            d1 = vmul(d1, vderivative_from_output(vload(hid, o + 3 * P + j1), code, one))
+            vstore(dhid, o + j0, a0)
+            vstore(dhid, o + j1, a1)
+            vstore(dhid, o + P + j0, b0)
+            vstore(dhid, o + P + j1, b1)
+            vstore(dhid, o + 2 * P + j0, c0)
+            vstore(dhid, o + 2 * P + j1, c1)
+            vstore(dhid, o + 3 * P + j0, d0)
+            vstore(dhid, o + 3 * P + j1, d1)
+            s0 = vadd(s0, vadd(vadd(a0, b0), vadd(c0, d0)))
+            s1 = vadd(s1, vadd(vadd(a1, b1), vadd(c1, d1)))
+        vstore(gb1, j0, vadd(vload(gb1, j0), s0))
+        if j1 != j0:
+            vstore(gb1, j1, vadd(vload(gb1, j1), s1))
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -200,22 +261,12 @@ def _activate_rows(hid, H, m, code):
             hid[i, j] = activate(hid[i, j], code)
 
 
-@njit(fastmath=FASTMATH, **KERNEL)
-def _times_derivative(dhid, hid, H, m, code, gb1):
-    """dhid[i] *= act'(hid[i]) for i < m, summed into gb1."""
-    for i in range(m):
-        for j in range(H):
-            g = dhid[i, j] * derivative_from_output(hid[i, j], code)
-            dhid[i, j] = g
-            gb1[j] += g
-
-
 @njit(**KERNEL)
 def _workspace(W1, T, D, HP, C, CP):
     """fused_batches' buffers, allocated outside its parallel regions (where numba would turn
     each np.zeros into a parallel loop of its own): per thread gradients of W1, b1, W2T, b2,
     the tile's activations, their gradients and dL/dlogits, the tile's row numbers; then the
-    rows of a tile, the logits' padding mask, a zero bias, and per thread loss and hit counts."""
+    rows of a tile, the logits' padding mask, and per thread loss and hit counts."""
     dtype = W1.dtype
     mask = np.zeros(CP, dtype=dtype)
     mask[C:] = -np.inf
@@ -230,7 +281,6 @@ def _workspace(W1, T, D, HP, C, CP):
         np.empty((T, SPAN), dtype=np.int64),
         np.arange(SPAN),
         mask,
-        np.zeros(HP, dtype=dtype),
         np.zeros((T, PAD)),
         np.zeros((T, PAD), dtype=np.int64),
     )
@@ -289,8 +339,8 @@ def fused_batches(
     b2p = _padded(b2.reshape(1, C), 1, CP, False)
     s4p, q4p = _padded(s4.reshape(1, -1), 1, CP, False), _padded(q4.reshape(1, -1), 1, CP, False)
     W2p = _padded(W2, HP, CP, False)
-    gW1, gb1, gW2, gb2, hid, dhid, dz, rows, tile_rows, mask, zero_bias, loss_t, correct_t = (
-        _workspace(W1, T, D, HP, C, CP)
+    gW1, gb1, gW2, gb2, hid, dhid, dz, rows, tile_rows, mask, loss_t, correct_t = _workspace(
+        W1, T, D, HP, C, CP
     )
     W1f, s1f, q1f = W1p.reshape(-1), s1p.reshape(-1), q1p.reshape(-1)
     W2f, s3f, q3f = W2T.reshape(-1), s3T.reshape(-1), q3T.reshape(-1)
@@ -313,13 +363,13 @@ def fused_batches(
                 for i in range(m8):  # a short last block repeats the last row, unused
                     r = s0 + min(i, m - 1)
                     rows[t, i] = index[r] if use_index else r
-                _rows_times(X, rows[t], D, m8, W1p, b1f, hid[t])
-                _activate_rows(hid[t], H, m8, code)
+                _forward_rows(X, rows[t], m8, W1p, b1f, code == RELU, hid[t])
+                if code != RELU and code != IDENTITY:
+                    _activate_rows(hid[t], H, m8, code)
                 _softmax_xent(hid[t], H, W2p, b2f, mask, C, y, rows[t], m, m8, inv_n, dz[t],
                               gb2[t], loss_t[t], correct_t[t])  # fmt: skip
                 _rank_update(dz[t], tile_rows, C, m8, hid[t], g2)
-                _rows_times(dz[t], tile_rows, C, m8, W2T, zero_bias, dhid[t])
-                _times_derivative(dhid[t], hid[t], H, m8, code, gb1[t])
+                _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1[t])
                 _rank_update(X, rows[t], D, m8, dhid[t], gW1[t])
         step += 1
         c1 = 1 - beta1**step
