@@ -65,61 +65,116 @@ RELU, IDENTITY = ACTIVATION_CODES["relu"], ACTIVATION_CODES["identity"]
 PAD = 16  # elements (64 bytes or more) between threads' small gradient buffers
 
 
+# A register block is 4 rows x 2 or 3 vectors, held as columns: a column is the 4 rows' vectors
+# at one vector offset j of rows P elements apart (rows o, o + P, o + 2P, o + 3P of a flat
+# buffer). Each input is broadcast once per row against all the block's weight vectors.
+
+
 @njit(fastmath=FASTMATH, **KERNEL)
-def _block(A, r0, r1, r2, r3, k0, k1, B, P, j0, j1, a0, a1, b0, b1, c0, c1, d0, d1):
-    """The register block of rows r0..r3 x vectors j0, j1 plus A[r, k0:k1] @ B[k0:k1] (B has P
-    columns): 8 fused multiply-adds per k, each input broadcast against 2 vectors."""
+def _col_load(a, o, P, j):
+    return vload(a, o + j), vload(a, o + P + j), vload(a, o + 2 * P + j), vload(a, o + 3 * P + j)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _col_splat(x):
+    return x, x, x, x
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _col_store(a, o, P, j, col):
+    vstore(a, o + j, col[0])
+    vstore(a, o + P + j, col[1])
+    vstore(a, o + 2 * P + j, col[2])
+    vstore(a, o + 3 * P + j, col[3])
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _col_fma(x, w, col):
+    """col + x * w, row by row: x holds the 4 rows' broadcast inputs, w one weight vector."""
+    return (
+        vfma(x[0], w, col[0]),
+        vfma(x[1], w, col[1]),
+        vfma(x[2], w, col[2]),
+        vfma(x[3], w, col[3]),
+    )
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _col_relu(col):
+    return vrelu(col[0]), vrelu(col[1]), vrelu(col[2]), vrelu(col[3])
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _col_backward(col, hid, o, P, j, code, one):
+    """col * act'(hid's column at o, j), and the column's sum over its 4 rows."""
+    y = _col_load(hid, o, P, j)
+    a = vmul(col[0], vderivative_from_output(y[0], code, one))
+    b = vmul(col[1], vderivative_from_output(y[1], code, one))
+    c = vmul(col[2], vderivative_from_output(y[2], code, one))
+    d = vmul(col[3], vderivative_from_output(y[3], code, one))
+    return (a, b, c, d), vadd(vadd(a, b), vadd(c, d))
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _rows_block(A, r, k0, k1, B, P, j0, j1, j2, width, u, v, w):
+    """Columns u, v (and w when width is 3) at vectors j0, j1, j2 plus A[r, k0:k1] @ B[k0:k1]
+    for the 4 rows r of A; B has P columns."""
     for k in range(k0, k1):
-        w0, w1 = vload(B, k * P + j0), vload(B, k * P + j1)
-        x = vsplat(A[r0, k])
-        a0, a1 = vfma(x, w0, a0), vfma(x, w1, a1)
-        x = vsplat(A[r1, k])
-        b0, b1 = vfma(x, w0, b0), vfma(x, w1, b1)
-        x = vsplat(A[r2, k])
-        c0, c1 = vfma(x, w0, c0), vfma(x, w1, c1)
-        x = vsplat(A[r3, k])
-        d0, d1 = vfma(x, w0, d0), vfma(x, w1, d1)
-    return a0, a1, b0, b1, c0, c1, d0, d1
+        x = vsplat(A[r[0], k]), vsplat(A[r[1], k]), vsplat(A[r[2], k]), vsplat(A[r[3], k])
+        u = _col_fma(x, vload(B, k * P + j0), u)
+        v = _col_fma(x, vload(B, k * P + j1), v)
+        if width == 3:
+            w = _col_fma(x, vload(B, k * P + j2), w)
+    return u, v, w
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _widths(P, W):
+    """Vector offsets and widths of the column blocks over P (a whole number of vectors W
+    wide): pairs, with a triple where the count is odd; one vector is a pair of itself."""
+    n = P // W
+    pairs = n // 2 if n > 1 else 1
+    return pairs, n % 2 == 1 and n > 1
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
 def _forward_rows(X, rows, m, W1p, b1p, relu, hid):
     """hid[i] = X[rows[i]] @ W1p + b1p for i < m (a multiple of 4), through relu when asked.
-    Blocks of 4 rows x 2 vectors of units; an odd last vector is computed twice (and stored
-    twice, the same value). The inputs run in chunks of KCHUNK, so that the chunk of W1p that
-    every block reads stays in L1."""
+    The inputs run in chunks of KCHUNK, so that the chunk of W1p that every block of rows
+    reads stays in L1."""
     D = X.shape[1]
     P = hid.shape[1]
     W = lanes(hid)
+    pairs, triple = _widths(P, W)
     for k0 in range(0, D, KCHUNK):
         k1 = min(k0 + KCHUNK, D)
-        for j0 in range(0, P, 2 * W):
+        for p in range(pairs):
+            j0 = 2 * p * W
             j1 = min(j0 + W, P - W)
+            width = 3 if triple and p == pairs - 1 else 2
+            j2 = j1 + W if width == 3 else j1
             for b in range(0, m, 4):
                 o = b * P
                 if k0 == 0:
-                    a0 = b0 = c0 = d0 = vload(b1p, j0)
-                    a1 = b1 = c1 = d1 = vload(b1p, j1)
+                    u, v, w = (
+                        _col_splat(vload(b1p, j0)),
+                        _col_splat(vload(b1p, j1)),
+                        _col_splat(vload(b1p, j2)),
+                    )
                 else:
-                    a0, a1 = vload(hid, o + j0), vload(hid, o + j1)
-                    b0, b1 = vload(hid, o + P + j0), vload(hid, o + P + j1)
-                    c0, c1 = vload(hid, o + 2 * P + j0), vload(hid, o + 2 * P + j1)
-                    d0, d1 = vload(hid, o + 3 * P + j0), vload(hid, o + 3 * P + j1)
-                a0, a1, b0, b1, c0, c1, d0, d1 = _block(
-                    X, rows[b], rows[b + 1], rows[b + 2], rows[b + 3], k0, k1, W1p, P, j0, j1,
-                    a0, a1, b0, b1, c0, c1, d0, d1,
-                )  # fmt: skip
+                    u, v, w = (
+                        _col_load(hid, o, P, j0),
+                        _col_load(hid, o, P, j1),
+                        _col_load(hid, o, P, j2),
+                    )
+                r = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
+                u, v, w = _rows_block(X, r, k0, k1, W1p, P, j0, j1, j2, width, u, v, w)
                 if relu and k1 == D:
-                    a0, a1, b0, b1 = vrelu(a0), vrelu(a1), vrelu(b0), vrelu(b1)
-                    c0, c1, d0, d1 = vrelu(c0), vrelu(c1), vrelu(d0), vrelu(d1)
-                vstore(hid, o + j0, a0)
-                vstore(hid, o + j1, a1)
-                vstore(hid, o + P + j0, b0)
-                vstore(hid, o + P + j1, b1)
-                vstore(hid, o + 2 * P + j0, c0)
-                vstore(hid, o + 2 * P + j1, c1)
-                vstore(hid, o + 3 * P + j0, d0)
-                vstore(hid, o + 3 * P + j1, d1)
+                    u, v, w = _col_relu(u), _col_relu(v), _col_relu(w)
+                _col_store(hid, o, P, j0, u)
+                _col_store(hid, o, P, j1, v)
+                if width == 3:
+                    _col_store(hid, o, P, j2, w)
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -129,72 +184,82 @@ def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
     P = hid.shape[1]
     W = lanes(hid)
     one, zero = vsplat(hid.dtype.type(1)), vsplat(hid.dtype.type(0))
-    for j0 in range(0, P, 2 * W):
+    pairs, triple = _widths(P, W)
+    for p in range(pairs):
+        j0 = 2 * p * W
         j1 = min(j0 + W, P - W)
-        s0 = s1 = zero
+        width = 3 if triple and p == pairs - 1 else 2
+        j2 = j1 + W if width == 3 else j1
+        s0 = s1 = s2 = zero
         for b in range(0, m, 4):
             o = b * P
-            a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = zero
-            a0, a1, b0, b1, c0, c1, d0, d1 = _block(
-                dz, b, b + 1, b + 2, b + 3, 0, C, W2T, P, j0, j1, a0, a1, b0, b1, c0, c1, d0, d1
+            u = v = w = _col_splat(zero)
+            u, v, w = _rows_block(
+                dz, (b, b + 1, b + 2, b + 3), 0, C, W2T, P, j0, j1, j2, width, u, v, w
             )
-            a0 = vmul(a0, vderivative_from_output(vload(hid, o + j0), code, one))
-            a1 = vmul(a1, vderivative_from_output(vload(hid, o + j1), code, one))
-            b0 = vmul(b0, vderivative_from_output(vload(hid, o + P + j0), code, one))
-            b1 = vmul(b1, vderivative_from_output(vload(hid, o + P + j1), code, one))
-            c0 = vmul(c0, vderivative_from_output(vload(hid, o + 2 * P + j0), code, one))
-            c1 = vmul(c1, vderivative_from_output(vload(hid, o + 2 * P + j1), code, one))
-            d0 = vmul(d0, vderivative_from_output(vload(hid, o + 3 * P + j0), code, one))
-            d1 = vmul(d1, vderivative_from_output(vload(hid, o + 3 * P + j1), code, one))
-            vstore(dhid, o + j0, a0)
-            vstore(dhid, o + j1, a1)
-            vstore(dhid, o + P + j0, b0)
-            vstore(dhid, o + P + j1, b1)
-            vstore(dhid, o + 2 * P + j0, c0)
-            vstore(dhid, o + 2 * P + j1, c1)
-            vstore(dhid, o + 3 * P + j0, d0)
-            vstore(dhid, o + 3 * P + j1, d1)
-            s0 = vadd(s0, vadd(vadd(a0, b0), vadd(c0, d0)))
-            s1 = vadd(s1, vadd(vadd(a1, b1), vadd(c1, d1)))
+            u, t0 = _col_backward(u, hid, o, P, j0, code, one)
+            v, t1 = _col_backward(v, hid, o, P, j1, code, one)
+            _col_store(dhid, o, P, j0, u)
+            _col_store(dhid, o, P, j1, v)
+            s0, s1 = vadd(s0, t0), vadd(s1, t1)
+            if width == 3:
+                w, t2 = _col_backward(w, hid, o, P, j2, code, one)
+                _col_store(dhid, o, P, j2, w)
+                s2 = vadd(s2, t2)
         vstore(gb1, j0, vadd(vload(gb1, j0), s0))
         if j1 != j0:
             vstore(gb1, j1, vadd(vload(gb1, j1), s1))
+        if width == 3:
+            vstore(gb1, j2, vadd(vload(gb1, j2), s2))
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
 def _rank_update(A, rows, K, m, B, G):
     """G[k] += sum over i < m of A[rows[i], k] * B[i] for k < K: B (., P) and G (K, P) with P a
-    whole number of vectors. Blocks of 4 rows of G x 2 vectors, summed in registers over the
-    tile; where K or the vectors run out the block repeats its last ones (same values stored)."""
+    whole number of vectors. Blocks of 4 rows of G x 2 or 3 vectors (as _forward_rows), summed
+    in registers over the tile; where K runs out the block repeats its last row (the same
+    value stored twice)."""
     P = G.shape[1]
     W = lanes(G)
+    pairs, triple = _widths(P, W)
     for k0 in range(0, K, 4):
-        ka, kb, kc, kd = k0, min(k0 + 1, K - 1), min(k0 + 2, K - 1), min(k0 + 3, K - 1)
-        for j0 in range(0, P, 2 * W):
+        kb, kc, kd = min(k0 + 1, K - 1), min(k0 + 2, K - 1), min(k0 + 3, K - 1)
+        for p in range(pairs):
+            j0 = 2 * p * W
             j1 = min(j0 + W, P - W)
-            a0, a1 = vload(G, ka * P + j0), vload(G, ka * P + j1)
-            b0, b1 = vload(G, kb * P + j0), vload(G, kb * P + j1)
-            c0, c1 = vload(G, kc * P + j0), vload(G, kc * P + j1)
-            d0, d1 = vload(G, kd * P + j0), vload(G, kd * P + j1)
+            width = 3 if triple and p == pairs - 1 else 2
+            j2 = j1 + W if width == 3 else j1
+            # the 4 rows of G are k0..kd, not evenly spaced when K runs out: load them one by one
+            u = (
+                vload(G, k0 * P + j0),
+                vload(G, kb * P + j0),
+                vload(G, kc * P + j0),
+                vload(G, kd * P + j0),
+            )
+            v = (
+                vload(G, k0 * P + j1),
+                vload(G, kb * P + j1),
+                vload(G, kc * P + j1),
+                vload(G, kd * P + j1),
+            )
+            w = (
+                vload(G, k0 * P + j2),
+                vload(G, kb * P + j2),
+                vload(G, kc * P + j2),
+                vload(G, kd * P + j2),
+            )
             for i in range(m):
                 r = rows[i]
-                h0, h1 = vload(B, i * P + j0), vload(B, i * P + j1)
-                x = vsplat(A[r, ka])
-                a0, a1 = vfma(x, h0, a0), vfma(x, h1, a1)
-                x = vsplat(A[r, kb])
-                b0, b1 = vfma(x, h0, b0), vfma(x, h1, b1)
-                x = vsplat(A[r, kc])
-                c0, c1 = vfma(x, h0, c0), vfma(x, h1, c1)
-                x = vsplat(A[r, kd])
-                d0, d1 = vfma(x, h0, d0), vfma(x, h1, d1)
-            vstore(G, ka * P + j0, a0)
-            vstore(G, ka * P + j1, a1)
-            vstore(G, kb * P + j0, b0)
-            vstore(G, kb * P + j1, b1)
-            vstore(G, kc * P + j0, c0)
-            vstore(G, kc * P + j1, c1)
-            vstore(G, kd * P + j0, d0)
-            vstore(G, kd * P + j1, d1)
+                x = vsplat(A[r, k0]), vsplat(A[r, kb]), vsplat(A[r, kc]), vsplat(A[r, kd])
+                u = _col_fma(x, vload(B, i * P + j0), u)
+                v = _col_fma(x, vload(B, i * P + j1), v)
+                if width == 3:
+                    w = _col_fma(x, vload(B, i * P + j2), w)
+            for q, k in enumerate((k0, kb, kc, kd)):
+                vstore(G, k * P + j0, u[q])
+                vstore(G, k * P + j1, v[q])
+                if width == 3:
+                    vstore(G, k * P + j2, w[q])
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
