@@ -286,6 +286,7 @@ def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, los
             for q, z in enumerate((z0, z1, z2, z3, z4, z5, z6, z7)):
                 vstore(dz, (b + q) * CP + v, vadd(z, vload(mask, v)))
     loss_sum = 0.0
+    product = 1.0  # of the rows' softmax denominators, each in [1, C]: one log per tile
     hits = 0
     for i in range(m):
         o = i * CP
@@ -305,7 +306,7 @@ def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, los
             e = vexp(vsub(vload(dz, o + v), vsplat(t)))
             vstore(dz, o + v, e)
             total += vsum_lanes(e)
-        loss_sum += math.log(total)
+        product *= total
         scale = vsplat(f(inv_n / total))
         for v in range(0, CP, W):
             vstore(dz, o + v, vmul(vload(dz, o + v), scale))
@@ -315,7 +316,7 @@ def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, los
     for i in range(m, m8):
         for c in range(CP):
             dz[i, c] = 0
-    loss[0] += loss_sum
+    loss[0] += loss_sum + math.log(product)
     correct[0] += hits
 
 
@@ -327,60 +328,95 @@ def _activate_rows(hid, H, m, code):
 
 
 @njit(**KERNEL)
-def _workspace(W1, T, D, HP, C, CP):
+def _workspace(W1, T, size, HP, C, CP):
     """fused_batches' buffers, allocated outside its parallel regions (where numba would turn
-    each np.zeros into a parallel loop of its own): per thread gradients of W1, b1, W2T, b2,
-    the tile's activations, their gradients and dL/dlogits, the tile's row numbers; then the
-    rows of a tile, the logits' padding mask, and per thread loss and hit counts."""
+    each np.zeros into a parallel loop of its own): per thread a flat gradient of every
+    parameter, the tile's activations, their gradients, dL/dlogits and row numbers; the rows
+    of a tile; per thread loss and hit counts; W2 (HP, CP) for the logits and their padding
+    mask (0 for the C classes, -inf after)."""
     dtype = W1.dtype
     mask = np.zeros(CP, dtype=dtype)
     mask[C:] = -np.inf
     return (
-        np.empty((T, D, HP), dtype=dtype),
-        np.empty((T, HP + PAD), dtype=dtype),
-        np.empty((T, C * HP + PAD), dtype=dtype),
-        np.empty((T, CP + PAD), dtype=dtype),
+        np.empty((T, size + PAD), dtype=dtype),
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, CP), dtype=dtype),
         np.empty((T, SPAN), dtype=np.int64),
         np.arange(SPAN),
-        mask,
         np.zeros((T, PAD)),
         np.zeros((T, PAD), dtype=np.int64),
+        np.zeros((HP, CP), dtype=dtype),
+        mask,
     )
 
 
 @njit(**KERNEL)
-def _padded(a, shape0, shape1, transpose):
-    """a (or a.T) copied into the top-left of zeros (shape0, shape1); empty stays empty."""
-    if a.size == 0:
-        return np.zeros((0, 0), dtype=a.dtype)
-    out = np.zeros((shape0, shape1), dtype=a.dtype)
-    if transpose:  # separate loops: a shared strided view of a and a.T would not vectorise
-        for i in range(a.shape[1]):
-            for j in range(a.shape[0]):
-                out[i, j] = a[j, i]
-    else:
-        for i in range(a.shape[0]):
-            for j in range(a.shape[1]):
-                out[i, j] = a[i, j]
-    return out
+def _views(flat, D, H, C):
+    """W1 (D, HP), b1 (HP,), W2 transposed (C, HP) and b2 (CP,) as views of one flat array,
+    hidden units and classes padded to whole vectors, in the order of _segments."""
+    W = lanes(flat)
+    HP, CP = -(-H // W) * W, -(-C // W) * W
+    o1 = D * HP
+    o2 = o1 + HP
+    o3 = o2 + C * HP
+    return (flat[:o1].reshape(D, HP), flat[o1:o2], flat[o2:o3].reshape(C, HP),
+            flat[o3 : o3 + CP])  # fmt: skip
 
 
 @njit(**KERNEL)
-def _unpad(a, padded, transpose):
-    """a[...] = the top-left of padded (or of padded.T); nothing when a is empty."""
-    if a.size == 0:
+def _segments(D, HP, C, CP):
+    """Where each parameter starts in the flat layout of _views, and where the last ends."""
+    return np.array([0, D * HP, D * HP + HP, D * HP + HP + C * HP, D * HP + HP + C * HP + CP])
+
+
+@njit(**KERNEL)
+def _padded(W1, b1, W2, b2, size):
+    """The parameters (or an optimizer slot of each) in the flat layout of _views; empty when
+    the slot is unused (empty)."""
+    flat = np.zeros(size if W1.size else 0, dtype=W1.dtype)
+    if W1.size == 0:
+        return flat
+    D, H = W1.shape
+    C = W2.shape[1]
+    W1p, b1p, W2T, b2p = _views(flat, D, H, C)
+    for d in range(D):
+        for j in range(H):
+            W1p[d, j] = W1[d, j]
+    for j in range(H):
+        b1p[j] = b1[j]
+        for c in range(C):
+            W2T[c, j] = W2[j, c]
+    for c in range(C):
+        b2p[c] = b2[c]
+    return flat
+
+
+@njit(**KERNEL)
+def _transpose_into(W2p, W2T, H, C):
+    """W2p[:H, :C] = W2T[:C, :H].T: the logits' copy of W2 after each update."""
+    for j in range(H):
+        for c in range(C):
+            W2p[j, c] = W2T[c, j]
+
+
+@njit(**KERNEL)
+def _unpad_from(flat, W1, b1, W2, b2):
+    """The inverse of _padded: the parameters (or slots; nothing when empty) from flat."""
+    if W1.size == 0:
         return
-    if transpose:
-        for i in range(a.shape[0]):
-            for j in range(a.shape[1]):
-                a[i, j] = padded[j, i]
-    else:
-        for i in range(a.shape[0]):
-            for j in range(a.shape[1]):
-                a[i, j] = padded[i, j]
+    D, H = W1.shape
+    C = W2.shape[1]
+    W1p, b1p, W2T, b2p = _views(flat, D, H, C)
+    for d in range(D):
+        for j in range(H):
+            W1[d, j] = W1p[d, j]
+    for j in range(H):
+        b1[j] = b1p[j]
+        for c in range(C):
+            W2[j, c] = W2T[c, j]
+    for c in range(C):
+        b2[c] = b2p[c]
 
 
 @njit(parallel=True, fastmath=FASTMATH, **KERNEL)
@@ -395,32 +431,27 @@ def fused_batches(
     HP = -(-H // W) * W
     CP = -(-C // W) * W
     slots = adam or use_velocity
-    # padded working copies: W1 (D, HP), b1 (1, HP), W2 as W2T (C, HP) for the backward pass
-    # and as W2p (HP, CP) for the logits, b2 (1, CP); the optimizer updates the first three
-    W1p, s1p, q1p = _padded(W1, D, HP, False), _padded(s1, D, HP, False), _padded(q1, D, HP, False)
-    b1p = _padded(b1.reshape(1, H), 1, HP, False)
-    s2p, q2p = _padded(s2.reshape(1, -1), 1, HP, False), _padded(q2.reshape(1, -1), 1, HP, False)
-    W2T, s3T, q3T = _padded(W2, C, HP, True), _padded(s3, C, HP, True), _padded(q3, C, HP, True)
-    b2p = _padded(b2.reshape(1, C), 1, CP, False)
-    s4p, q4p = _padded(s4.reshape(1, -1), 1, CP, False), _padded(q4.reshape(1, -1), 1, CP, False)
-    W2p = _padded(W2, HP, CP, False)
-    gW1, gb1, gW2, gb2, hid, dhid, dz, rows, tile_rows, mask, loss_t, correct_t = _workspace(
-        W1, T, D, HP, C, CP
+    segments = _segments(D, HP, C, CP)
+    size = segments[4]
+    # the parameters and their optimizer slots as flat, padded working copies (see _views)
+    theta, theta_s, theta_q = (
+        _padded(W1, b1, W2, b2, size),
+        _padded(s1, s2, s3, s4, size),
+        _padded(q1, q2, q3, q4, size),
     )
-    W1f, s1f, q1f = W1p.reshape(-1), s1p.reshape(-1), q1p.reshape(-1)
-    W2f, s3f, q3f = W2T.reshape(-1), s3T.reshape(-1), q3T.reshape(-1)
-    b1f, s2f, q2f = b1p.reshape(-1), s2p.reshape(-1), q2p.reshape(-1)
-    b2f, s4f, q4f = b2p.reshape(-1), s4p.reshape(-1), q4p.reshape(-1)
-    gW1f = gW1.reshape(T, D * HP)
+    W1p, b1p, W2T, b2p = _views(theta, D, H, C)
+    grad, hid, dhid, dz, rows, tile_rows, loss_t, correct_t, W2p, mask = _workspace(
+        W1, T, size, HP, C, CP
+    )
+    _transpose_into(W2p, W2T, H, C)
     for b_start in range(start, stop, batch):
         n = min(batch, stop - b_start)
         inv_n = 1.0 / n
         for t in prange(T):
-            gW1[t] = 0
-            gb1[t] = 0
-            gW2[t] = 0
-            gb2[t] = 0
-            g2 = gW2[t, : C * HP].reshape(C, HP)
+            g = grad[t]
+            for k in range(size):
+                g[k] = 0
+            gW1, gb1, gW2, gb2 = _views(g, D, H, C)
             hi = b_start + n * (t + 1) // T
             for s0 in range(b_start + n * t // T, hi, SPAN):
                 m = min(SPAN, hi - s0)
@@ -428,58 +459,37 @@ def fused_batches(
                 for i in range(m8):  # a short last block repeats the last row, unused
                     r = s0 + min(i, m - 1)
                     rows[t, i] = index[r] if use_index else r
-                _forward_rows(X, rows[t], m8, W1p, b1f, code == RELU, hid[t])
+                _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
                 if code != RELU and code != IDENTITY:
                     _activate_rows(hid[t], H, m8, code)
-                _softmax_xent(hid[t], H, W2p, b2f, mask, C, y, rows[t], m, m8, inv_n, dz[t],
-                              gb2[t], loss_t[t], correct_t[t])  # fmt: skip
-                _rank_update(dz[t], tile_rows, C, m8, hid[t], g2)
-                _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1[t])
-                _rank_update(X, rows[t], D, m8, dhid[t], gW1[t])
+                _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n, dz[t],
+                              gb2, loss_t[t], correct_t[t])  # fmt: skip
+                _rank_update(dz[t], tile_rows, C, m8, hid[t], gW2)
+                _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
+                _rank_update(X, rows[t], D, m8, dhid[t], gW1)
         step += 1
         c1 = 1 - beta1**step
         c2 = 1 - beta2**step
-        for t in prange(T):  # reduce the thread buffers and update W1, each thread a span
-            lo, hi = D * HP * t // T, D * HP * (t + 1) // T
-            g = gW1f[0, lo:hi]  # views from 0: see update_span
+        for t in prange(T):  # sum the threads' gradients and update, each thread a span
+            lo, hi = size * t // T, size * (t + 1) // T
+            g = grad[0, lo:hi]  # views from 0: see update_span
             for u in range(1, T):
-                gu = gW1f[u, lo:hi]
+                gu = grad[u, lo:hi]
                 for k in range(hi - lo):
                     g[k] += gu[k]
-            update_span(W1f, gW1f[0], s1f if slots else W1f, q1f if adam else W1f, lo, hi, adam,
-                         lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay,
-                         c1, c2)  # fmt: skip
-        for u in range(1, T):  # loops, not array expressions: those would be parallel regions
-            for k in range(HP):
-                gb1[0, k] += gb1[u, k]
-            for k in range(C * HP):
-                gW2[0, k] += gW2[u, k]
-            for k in range(CP):
-                gb2[0, k] += gb2[u, k]
-        update_span(b1f, gb1[0], s2f if slots else b1f, q2f if adam else b1f, 0, HP, adam, lr,
-                     momentum, nesterov, use_velocity, beta1, beta2, eps, 0.0, c1, c2)  # fmt: skip
-        update_span(W2f, gW2[0], s3f if slots else W2f, q3f if adam else W2f, 0, C * HP, adam,
-                     lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, c1,
-                     c2)  # fmt: skip
-        update_span(b2f, gb2[0], s4f if slots else b2f, q4f if adam else b2f, 0, CP, adam, lr,
-                     momentum, nesterov, use_velocity, beta1, beta2, eps, 0.0, c1, c2)  # fmt: skip
-        for j in range(H):  # the logits' copy of W2
-            for c in range(C):
-                W2p[j, c] = W2T[c, j]
-    _unpad(W1, W1p, False)
-    _unpad(b1.reshape(1, H), b1p, False)
-    _unpad(W2, W2T, True)
-    _unpad(b2.reshape(1, C), b2p, False)
+            for p in range(4):  # the span's part of each parameter; biases without decay
+                a, b = max(lo, segments[p]), min(hi, segments[p + 1])
+                decay = weight_decay if p % 2 == 0 else 0.0
+                if a < b:
+                    update_span(theta, grad[0], theta_s if slots else theta,
+                                theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
+                                use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
+        _transpose_into(W2p, W2T, H, C)
+    _unpad_from(theta, W1, b1, W2, b2)
     if slots:
-        _unpad(s1, s1p, False)
-        _unpad(s2.reshape(1, H), s2p, False)
-        _unpad(s3, s3T, True)
-        _unpad(s4.reshape(1, C), s4p, False)
+        _unpad_from(theta_s, s1, s2, s3, s4)
     if adam:
-        _unpad(q1, q1p, False)
-        _unpad(q2.reshape(1, H), q2p, False)
-        _unpad(q3, q3T, True)
-        _unpad(q4.reshape(1, C), q4p, False)
+        _unpad_from(theta_q, q1, q2, q3, q4)
     loss_sum, correct = 0.0, 0
     for t in range(T):
         loss_sum += loss_t[t, 0]
