@@ -38,6 +38,7 @@ from fastnn.kernels.activations import (
     vderivative_from_output,
     vrelu,
 )
+from fastnn.kernels.atomic import fetch_add
 from fastnn.kernels.optim import update_span
 from fastnn.kernels.simd import (
     lanes,
@@ -62,6 +63,13 @@ SPAN = 64  # rows per tile, a multiple of BLOCK
 BLOCK = 8  # the tile's rows are padded to a multiple of this (repeating its last row)
 KCHUNK = 128  # inputs per pass of _forward_rows
 RELU, IDENTITY = ACTIVATION_CODES["relu"], ACTIVATION_CODES["identity"]
+# A step's rows are cut into tiles that threads claim one at a time, so that a thread on a
+# slower core (a busy neighbour on a shared VM, an efficiency core) takes fewer. Each tile
+# sums its own gradients, added up in tile order: the result does not depend on which thread
+# ran which tile. More tiles balance better but cost a pass over their gradients each.
+MIN_TILE = 32  # rows
+TILES_PER_THREAD = 4
+PARTIAL_BYTES = 1 << 19  # at most this much of tile gradients (L2-sized)
 PAD = 16  # elements (64 bytes or more) between threads' small gradient buffers
 
 
@@ -86,6 +94,17 @@ def _col_store(a, o, P, j, col):
     vstore(a, o + P + j, col[1])
     vstore(a, o + 2 * P + j, col[2])
     vstore(a, o + 3 * P + j, col[3])
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _rows_load(a, ks, P, j):
+    """The column at j of rows ks (4 row numbers) of a (., P)."""
+    return (
+        vload(a, ks[0] * P + j),
+        vload(a, ks[1] * P + j),
+        vload(a, ks[2] * P + j),
+        vload(a, ks[3] * P + j),
+    )
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -214,7 +233,7 @@ def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _rank_update(A, rows, K, m, B, G):
+def _rank_update(A, rows, K, m, B, G, init):
     """G[k] += sum over i < m of A[rows[i], k] * B[i] for k < K: B (., P) and G (K, P) with P a
     whole number of vectors. Blocks of 4 rows of G x 2 or 3 vectors (as _forward_rows), summed
     in registers over the tile; where K runs out the block repeats its last row (the same
@@ -229,25 +248,15 @@ def _rank_update(A, rows, K, m, B, G):
             j1 = min(j0 + W, P - W)
             width = 3 if triple and p == pairs - 1 else 2
             j2 = j1 + W if width == 3 else j1
-            # the 4 rows of G are k0..kd, not evenly spaced when K runs out: load them one by one
-            u = (
-                vload(G, k0 * P + j0),
-                vload(G, kb * P + j0),
-                vload(G, kc * P + j0),
-                vload(G, kd * P + j0),
-            )
-            v = (
-                vload(G, k0 * P + j1),
-                vload(G, kb * P + j1),
-                vload(G, kc * P + j1),
-                vload(G, kd * P + j1),
-            )
-            w = (
-                vload(G, k0 * P + j2),
-                vload(G, kb * P + j2),
-                vload(G, kc * P + j2),
-                vload(G, kd * P + j2),
-            )
+            ks = k0, kb, kc, kd  # not evenly spaced where K runs out
+            if init:
+                u = v = w = _col_splat(vsplat(G.dtype.type(0)))
+            else:
+                u, v, w = (
+                    _rows_load(G, ks, P, j0),
+                    _rows_load(G, ks, P, j1),
+                    _rows_load(G, ks, P, j2),
+                )
             for i in range(m):
                 r = rows[i]
                 x = vsplat(A[r, k0]), vsplat(A[r, kb]), vsplat(A[r, kc]), vsplat(A[r, kd])
@@ -255,7 +264,7 @@ def _rank_update(A, rows, K, m, B, G):
                 v = _col_fma(x, vload(B, i * P + j1), v)
                 if width == 3:
                     w = _col_fma(x, vload(B, i * P + j2), w)
-            for q, k in enumerate((k0, kb, kc, kd)):
+            for q, k in enumerate(ks):
                 vstore(G, k * P + j0, u[q])
                 vstore(G, k * P + j1, v[q])
                 if width == 3:
@@ -330,25 +339,36 @@ def _activate_rows(hid, H, m, code):
 @njit(**KERNEL)
 def _workspace(W1, T, size, HP, C, CP):
     """fused_batches' buffers, allocated outside its parallel regions (where numba would turn
-    each np.zeros into a parallel loop of its own): per thread a flat gradient of every
-    parameter, the tile's activations, their gradients, dL/dlogits and row numbers; the rows
-    of a tile; per thread loss and hit counts; W2 (HP, CP) for the logits and their padding
-    mask (0 for the C classes, -inf after)."""
+    each np.zeros into a parallel loop of its own): per tile a flat gradient of every
+    parameter; per thread the tile's activations, their gradients, dL/dlogits and row
+    numbers; the rows of a tile; per tile loss and hit counts; W2 (HP, CP) for the logits
+    and their padding mask (0 for the C classes, -inf after); the tile counter."""
     dtype = W1.dtype
     mask = np.zeros(CP, dtype=dtype)
     mask[C:] = -np.inf
     return (
-        np.empty((T, size + PAD), dtype=dtype),
+        np.empty((TILES_PER_THREAD * T, size + PAD), dtype=dtype),
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, CP), dtype=dtype),
         np.empty((T, SPAN), dtype=np.int64),
         np.arange(SPAN),
-        np.zeros((T, PAD)),
-        np.zeros((T, PAD), dtype=np.int64),
+        np.zeros((TILES_PER_THREAD * T, PAD)),
+        np.zeros((TILES_PER_THREAD * T, PAD), dtype=np.int64),
         np.zeros((HP, CP), dtype=dtype),
         mask,
+        np.zeros(PAD, dtype=np.int64),
     )
+
+
+@njit(**KERNEL)
+def _tiles(n, most):
+    """(rows per tile, a multiple of BLOCK; tiles) for a step of n rows: at most ``most``
+    tiles of at least MIN_TILE rows."""
+    tiles = max(1, min(-(-n // MIN_TILE), most))
+    size = -(-n // tiles)
+    size = -(-size // BLOCK) * BLOCK
+    return size, -(-n // size)
 
 
 @njit(**KERNEL)
@@ -440,40 +460,48 @@ def fused_batches(
         _padded(q1, q2, q3, q4, size),
     )
     W1p, b1p, W2T, b2p = _views(theta, D, H, C)
-    grad, hid, dhid, dz, rows, tile_rows, loss_t, correct_t, W2p, mask = _workspace(
+    grad, hid, dhid, dz, rows, tile_rows, loss_t, correct_t, W2p, mask, counter = _workspace(
         W1, T, size, HP, C, CP
     )
     _transpose_into(W2p, W2T, H, C)
+    most = max(T, min(TILES_PER_THREAD * T, PARTIAL_BYTES // (size * W1.itemsize)))
     for b_start in range(start, stop, batch):
         n = min(batch, stop - b_start)
         inv_n = 1.0 / n
+        tsize, tiles = _tiles(n, most)
+        counter[0] = 0
         for t in prange(T):
-            g = grad[t]
-            for k in range(size):
-                g[k] = 0
-            gW1, gb1, gW2, gb2 = _views(g, D, H, C)
-            hi = b_start + n * (t + 1) // T
-            for s0 in range(b_start + n * t // T, hi, SPAN):
-                m = min(SPAN, hi - s0)
-                m8 = (m + BLOCK - 1) // BLOCK * BLOCK
-                for i in range(m8):  # a short last block repeats the last row, unused
-                    r = s0 + min(i, m - 1)
-                    rows[t, i] = index[r] if use_index else r
-                _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
-                if code != RELU and code != IDENTITY:
-                    _activate_rows(hid[t], H, m8, code)
-                _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n, dz[t],
-                              gb2, loss_t[t], correct_t[t])  # fmt: skip
-                _rank_update(dz[t], tile_rows, C, m8, hid[t], gW2)
-                _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
-                _rank_update(X, rows[t], D, m8, dhid[t], gW1)
+            while True:  # claim the next tile
+                k = fetch_add(counter, 0, 1)
+                if k >= tiles:
+                    break
+                gW1, gb1, gW2, gb2 = _views(grad[k], D, H, C)
+                for j in range(HP):
+                    gb1[j] = 0
+                for c in range(CP):
+                    gb2[c] = 0
+                first, last = b_start + k * tsize, min(b_start + (k + 1) * tsize, b_start + n)
+                for s0 in range(first, last, SPAN):
+                    m = min(SPAN, last - s0)
+                    m8 = (m + BLOCK - 1) // BLOCK * BLOCK
+                    for i in range(m8):  # a short last block repeats the last row, unused
+                        r = s0 + min(i, m - 1)
+                        rows[t, i] = index[r] if use_index else r
+                    _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
+                    if code != RELU and code != IDENTITY:
+                        _activate_rows(hid[t], H, m8, code)
+                    _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n, dz[t],
+                                  gb2, loss_t[k], correct_t[k])  # fmt: skip
+                    _rank_update(dz[t], tile_rows, C, m8, hid[t], gW2, s0 == first)
+                    _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
+                    _rank_update(X, rows[t], D, m8, dhid[t], gW1, s0 == first)
         step += 1
         c1 = 1 - beta1**step
         c2 = 1 - beta2**step
-        for t in prange(T):  # sum the threads' gradients and update, each thread a span
+        for t in prange(T):  # sum the tiles' gradients in order and update, a span each
             lo, hi = size * t // T, size * (t + 1) // T
             g = grad[0, lo:hi]  # views from 0: see update_span
-            for u in range(1, T):
+            for u in range(1, tiles):
                 gu = grad[u, lo:hi]
                 for k in range(hi - lo):
                     g[k] += gu[k]
@@ -491,7 +519,7 @@ def fused_batches(
     if adam:
         _unpad_from(theta_q, q1, q2, q3, q4)
     loss_sum, correct = 0.0, 0
-    for t in range(T):
-        loss_sum += loss_t[t, 0]
-        correct += correct_t[t, 0]
+    for k in range(loss_t.shape[0]):
+        loss_sum += loss_t[k, 0]
+        correct += correct_t[k, 0]
     return loss_sum, correct, step

@@ -29,6 +29,7 @@ SHAPES = {
     "fused-ragged": ((13, 7, 4), 8, 37),
     "fused-batch1": ((9, 1, 3), 1, 20),
     "fused-full": ((30, 5, 10), 200, 200),
+    "fused-tiles": ((20, 30, 5), 600, 650),  # tiles of several SPAN-row sub-tiles, ragged
     "wide-1-layer": ((11, 520, 3), 6, 23),
     "2-layers": ((17, 9, 6, 5), 16, 41),
     "4-layers": ((8, 5, 1, 7, 3, 2), 3, 14),
@@ -267,6 +268,27 @@ def test_training_steps_property_based(d, h, c, rows, steps, opt_name, activatio
         assert_loss_close(loss / rows, ref_loss / rows, dtype)
         for g, r in zip(got, ref_params, strict=True):
             assert_close(g, r, dtype)
+
+
+def test_numba_fused_training_is_reproducible():
+    """Threads claim the fused kernel's tiles in whatever order they reach them; the summed
+    gradients, so the whole trajectory, must not depend on that order."""
+    numba = pytest.importorskip("numba")
+    be = get_backend("numba")
+    sizes, batch, rows = SHAPES["fused-tiles"]
+    X, y, params = random_problem(np.random.default_rng(3), sizes, rows, np.float32)
+    opt = OPTIMIZERS["adam"]
+    results = []
+    for _ in range(3):
+        ps = [p.copy() for p in params]
+        state = init_state(be, opt, ps)
+        with be.limit_threads(numba.config.NUMBA_NUM_THREADS):
+            train(be, ps, state, X, y, activation="relu", opt=opt, epochs=3, batch_size=batch,
+                  shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+        results.append(ps + state.slots["m"] + state.slots["v"])
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_numba_picks_the_fused_path_by_shape():
