@@ -6,20 +6,22 @@ q1, q2, q3, q4, T) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
 ``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and labels y (N,).
-Each step is one parallel pass in which each of the T threads runs forward, softmax
-cross-entropy and backward for its share of the batch rows into its own gradient buffers, then
-one parallel pass that sums the buffers and applies the update; no BLAS call, no Python between
-steps. For narrow layers this is where framework overhead dominates the peers, since each
-layer's matrix is too small for BLAS; for wider ones (up to a few hundred units) it still wins
-by reading the sampled rows in place and keeping all work on one thread pool.
+Each step is one parallel pass in which the T threads claim tiles of the batch rows one at a
+time and run forward, softmax cross-entropy and backward for each into the tile's own
+gradient buffers, then one parallel pass that sums the tiles' gradients in tile order and
+applies the update; no BLAS call, no Python between steps. For narrow layers this is where
+framework overhead dominates the peers, since each layer's matrix is too small for BLAS; for
+wider ones (up to a few hundred units) it still wins by reading the sampled rows in place and
+keeping all work on one thread pool.
 
-A thread works on tiles of up to SPAN rows, one row of activations after another, with the
-hidden units (and classes) padded to whole SIMD vectors (kernels/simd.py). The hidden layer's
-products are register blocks of 4 rows x 2 vectors of units, each input broadcast against a
-vector of weights: ``_block`` for the forward pass and for the gradient of the activations
-(with the activation or its derivative applied in registers), ``_rank_update`` for the weight
-gradients, summed over the tile. The padding lanes of weights, biases and activations stay
-zero, so they add nothing and their gradients are zero.
+A tile is processed SPAN rows at a time, one row of activations after another, with the
+hidden units (and classes) padded to whole SIMD vectors (kernels/simd.py); the parameters,
+their optimizer slots and the gradients live in one flat padded layout (``_views``). The
+hidden layer's products are register blocks of 4 rows x 2 or 3 vectors of units, each input
+broadcast against whole vectors of weights: ``_rows_block`` for the forward pass and for the
+gradient of the activations (with the activation or its derivative applied in registers),
+``_rank_update`` for the weight gradients, summed over the rows. The padding lanes of
+weights, biases and activations stay zero, so they add nothing and their gradients are zero.
 
 W1 (D, H), b1 (H,), W2 (H, C), b2 (C,) and the optimizer slots are updated in place: s_k is
 the velocity (SGD with momentum) or Adam's first moment of parameter k, q_k Adam's second
