@@ -397,21 +397,40 @@ def _padded(W1, b1, W2, b2, size):
     """The parameters (or an optimizer slot of each) in the flat layout of _views; empty when
     the slot is unused (empty)."""
     flat = np.zeros(size if W1.size else 0, dtype=W1.dtype)
+    _exchange(flat, W1, b1, W2, b2, True)
+    return flat
+
+
+@njit(**KERNEL)
+def _exchange(flat, W1, b1, W2, b2, into_flat):
+    """Copy the parameters (or slots) into _views(flat), or back out of it; nothing when
+    they are empty."""
     if W1.size == 0:
-        return flat
+        return
     D, H = W1.shape
     C = W2.shape[1]
     W1p, b1p, W2T, b2p = _views(flat, D, H, C)
     for d in range(D):
         for j in range(H):
-            W1p[d, j] = W1[d, j]
+            if into_flat:
+                W1p[d, j] = W1[d, j]
+            else:
+                W1[d, j] = W1p[d, j]
     for j in range(H):
-        b1p[j] = b1[j]
+        if into_flat:
+            b1p[j] = b1[j]
+        else:
+            b1[j] = b1p[j]
         for c in range(C):
-            W2T[c, j] = W2[j, c]
+            if into_flat:
+                W2T[c, j] = W2[j, c]
+            else:
+                W2[j, c] = W2T[c, j]
     for c in range(C):
-        b2p[c] = b2[c]
-    return flat
+        if into_flat:
+            b2p[c] = b2[c]
+        else:
+            b2[c] = b2p[c]
 
 
 @njit(**KERNEL)
@@ -420,25 +439,6 @@ def _transpose_into(W2p, W2T, H, C):
     for j in range(H):
         for c in range(C):
             W2p[j, c] = W2T[c, j]
-
-
-@njit(**KERNEL)
-def _unpad_from(flat, W1, b1, W2, b2):
-    """The inverse of _padded: the parameters (or slots; nothing when empty) from flat."""
-    if W1.size == 0:
-        return
-    D, H = W1.shape
-    C = W2.shape[1]
-    W1p, b1p, W2T, b2p = _views(flat, D, H, C)
-    for d in range(D):
-        for j in range(H):
-            W1[d, j] = W1p[d, j]
-    for j in range(H):
-        b1[j] = b1p[j]
-        for c in range(C):
-            W2[j, c] = W2T[c, j]
-    for c in range(C):
-        b2[c] = b2p[c]
 
 
 @njit(parallel=True, fastmath=FASTMATH, **KERNEL)
@@ -515,11 +515,9 @@ def fused_batches(
                                 theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
                                 use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
         _transpose_into(W2p, W2T, H, C)
-    _unpad_from(theta, W1, b1, W2, b2)
-    if slots:
-        _unpad_from(theta_s, s1, s2, s3, s4)
-    if adam:
-        _unpad_from(theta_q, q1, q2, q3, q4)
+    _exchange(theta, W1, b1, W2, b2, False)
+    _exchange(theta_s, s1, s2, s3, s4, False)
+    _exchange(theta_q, q1, q2, q3, q4, False)
     loss_sum, correct = 0.0, 0
     for k in range(loss_t.shape[0]):
         loss_sum += loss_t[k, 0]
