@@ -170,9 +170,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         try:
             with backend.limit_threads(self.n_threads):
                 for _ in range(1 if incremental else self.max_iter):
+                    if opt.lr != self._learning_rate:  # "adaptive" lowers it
+                        opt = dataclasses.replace(opt, lr=self._learning_rate)
                     (stats,) = train(
-                        backend, params, state, X, y_idx, activation=activation,
-                        opt=dataclasses.replace(opt, lr=self._learning_rate), epochs=1,
+                        backend, params, state, X, y_idx, activation=activation, opt=opt, epochs=1,
                         batch_size=batch, shuffle=self.shuffle, rng=self._rng,
                         first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
                         validation=validation,
