@@ -2,11 +2,11 @@
 
 ``fused_batches(X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr,
 momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4,
-q1, q2, q3, q4) -> (loss_sum, correct, step)``
+q1, q2, q3, q4, T) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
 ``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and labels y (N,).
-Each step is one parallel pass in which numba's threads claim tiles of the batch rows one at a
+Each step is one parallel pass in which the T threads claim tiles of the batch rows one at a
 time and run forward, softmax cross-entropy and backward for each into the tile's own
 gradient buffers, then one parallel pass that sums the tiles' gradients in tile order and
 applies the update; no BLAS call, no Python between steps. For narrow layers this is where
@@ -57,7 +57,7 @@ from fastnn.kernels.simd import (
     vsub,
     vsum_lanes,
 )
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
 FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
 
@@ -445,10 +445,10 @@ def _transpose_into(W2p, W2T, H, C):
 def fused_batches(
     X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr, momentum,
     nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4, q1, q2, q3, q4,
+    T,
 ):  # fmt: skip
     D, H = W1.shape
     C = W2.shape[1]
-    T = get_num_threads()  # read here: from Python it costs 5 us a call
     W = lanes(W1)
     HP = -(-H // W) * W
     CP = -(-C // W) * W

@@ -291,6 +291,24 @@ def test_numba_fused_training_is_reproducible():
             np.testing.assert_array_equal(a, b)
 
 
+def test_numba_kernels_are_cached_on_disk():
+    """numba's cache=True gives up, with only a warning, on a kernel it cannot cache (one that
+    reads a dynamic global, say); every process would then compile it again at startup."""
+    pytest.importorskip("numba")
+    from fastnn.backends.numba import KERNELS, kernel_cache_status
+
+    be = get_backend("numba")
+    for shape in ("fused-ragged", "2-layers"):  # both paths, so every kernel compiles
+        sizes, batch, rows = SHAPES[shape]
+        X, y, params = random_problem(np.random.default_rng(0), sizes, rows, np.float32)
+        for opt in (OPTIMIZERS["momentum"], OPTIMIZERS["adam"]):
+            ps = [p.copy() for p in params]
+            train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=1,
+                  batch_size=batch, shuffle=False, rng=np.random.default_rng(0))  # fmt: skip
+        be.softmax(be.forward(params, be.asarray(X), "relu"))
+    assert kernel_cache_status() == (len(KERNELS), len(KERNELS))
+
+
 def test_numba_picks_the_fused_path_by_shape():
     pytest.importorskip("numba")
     from fastnn.backends.numba import fusable
