@@ -72,6 +72,7 @@ RELU, IDENTITY = ACTIVATION_CODES["relu"], ACTIVATION_CODES["identity"]
 MIN_TILE = 32  # rows
 TILES_PER_THREAD = 4
 PARTIAL_BYTES = 1 << 19  # at most this much of tile gradients (L2-sized)
+NARROW_INPUTS = 16  # per hidden unit, at least, for _forward_dots
 PAD = 16  # elements (64 bytes or more) between threads' small gradient buffers
 
 
@@ -199,6 +200,52 @@ def _forward_rows(X, rows, m, W1p, b1p, relu, hid):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
+def _forward_dots(X, rows, m, W1T, b1p, H, hid):
+    """hid[i, :H] = X[rows[i]] @ W1T[:H].T + b1p[:H] for i < m (a multiple of 4), the rest of
+    each row 0: for narrow hidden layers (H within one vector) over many inputs, dot products
+    along the inputs (D a whole number of vectors) beat vectors of mostly padding units.
+    Blocks of 4 rows x 4 units, each loaded input vector used against 4 weight vectors."""
+    D = X.shape[1]
+    P = hid.shape[1]
+    W = lanes(X)
+    for b in range(0, m, 4):
+        r = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
+        for j0 in range(0, H, 4):
+            js = j0, min(j0 + 1, H - 1), min(j0 + 2, H - 1), min(j0 + 3, H - 1)
+            u = v = w = z = _col_splat(vsplat(X.dtype.type(0)))
+            for d in range(0, D, W):
+                x = _rows_load(X, r, D, d)
+                u = _col_fma(x, vload(W1T, js[0] * D + d), u)
+                v = _col_fma(x, vload(W1T, js[1] * D + d), v)
+                w = _col_fma(x, vload(W1T, js[2] * D + d), w)
+                z = _col_fma(x, vload(W1T, js[3] * D + d), z)
+            for q in range(4):
+                hid[b + q, js[0]] = b1p[js[0]] + vsum_lanes(u[q])
+                hid[b + q, js[1]] = b1p[js[1]] + vsum_lanes(v[q])
+                hid[b + q, js[2]] = b1p[js[2]] + vsum_lanes(w[q])
+                hid[b + q, js[3]] = b1p[js[3]] + vsum_lanes(z[q])
+        for q in range(4):
+            for j in range(H, P):
+                hid[b + q, j] = 0
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _live_rows(dhid, H, m, rows, live):
+    """The tile rows i < m with a nonzero gradient at some hidden unit, into live[0] (and
+    their data rows, rows[i], into live[1]); how many. Rows of dead relu units add nothing to
+    the weight gradient: a narrow layer often has no live unit left on a row."""
+    n = 0
+    for i in range(m):
+        for j in range(H):
+            if dhid[i, j] != 0:  # NaN counts as live
+                live[0, n] = i
+                live[1, n] = rows[i]
+                n += 1
+                break
+    return n
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
 def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
     """dhid[i] = (dz[i, :C] @ W2T) * act'(hid[i]) for i < m (a multiple of 4), its column sums
     added to gb1; blocked as _forward_rows."""
@@ -235,11 +282,11 @@ def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _rank_update(A, rows, K, m, B, G, init):
-    """G[k] += sum over i < m of A[rows[i], k] * B[i] for k < K: B (., P) and G (K, P) with P a
-    whole number of vectors. Blocks of 4 rows of G x 2 or 3 vectors (as _forward_rows), summed
-    in registers over the tile; where K runs out the block repeats its last row (the same
-    value stored twice)."""
+def _rank_update(A, arows, K, m, B, brows, G, init):
+    """G[k] (= 0 first when init) += sum over i < m of A[arows[i], k] * B[brows[i]] for k < K:
+    B (., P) and G (K, P) with P a whole number of vectors. Blocks of 4 rows of G x 2 or 3
+    vectors (as _forward_rows), summed in registers over the tile; where K runs out the block
+    repeats its last row (the same value stored twice)."""
     P = G.shape[1]
     W = lanes(G)
     pairs, triple = _widths(P, W)
@@ -260,12 +307,12 @@ def _rank_update(A, rows, K, m, B, G, init):
                     _rows_load(G, ks, P, j2),
                 )
             for i in range(m):
-                r = rows[i]
+                r, o = arows[i], brows[i] * P
                 x = vsplat(A[r, k0]), vsplat(A[r, kb]), vsplat(A[r, kc]), vsplat(A[r, kd])
-                u = _col_fma(x, vload(B, i * P + j0), u)
-                v = _col_fma(x, vload(B, i * P + j1), v)
+                u = _col_fma(x, vload(B, o + j0), u)
+                v = _col_fma(x, vload(B, o + j1), v)
                 if width == 3:
-                    w = _col_fma(x, vload(B, i * P + j2), w)
+                    w = _col_fma(x, vload(B, o + j2), w)
             for q, k in enumerate(ks):
                 vstore(G, k * P + j0, u[q])
                 vstore(G, k * P + j1, v[q])
@@ -343,18 +390,20 @@ def _workspace(W1, T, size, HP, C, CP):
     """fused_batches' buffers, allocated outside its parallel regions (where numba would turn
     each np.zeros into a parallel loop of its own): per tile a flat gradient of every
     parameter; per thread the tile's activations, their gradients, dL/dlogits and row
-    numbers; the rows of a tile; per tile loss and hit counts; W2 (HP, CP) for the logits
+    numbers; the rows of a tile; per thread its live rows (_live_rows); per tile loss and hit
+    counts; W2 (HP, CP) for the logits
     and their padding mask (0 for the C classes, -inf after); the tile counter."""
     dtype = W1.dtype
     mask = np.zeros(CP, dtype=dtype)
     mask[C:] = -np.inf
     return (
-        np.empty((TILES_PER_THREAD * T, size + PAD), dtype=dtype),
+        np.zeros((TILES_PER_THREAD * T, size + PAD), dtype=dtype),  # rows no tile writes: 0
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, CP), dtype=dtype),
         np.empty((T, SPAN), dtype=np.int64),
         np.arange(SPAN),
+        np.empty((T, 2, SPAN), dtype=np.int64),
         np.zeros((TILES_PER_THREAD * T, PAD)),
         np.zeros((TILES_PER_THREAD * T, PAD), dtype=np.int64),
         np.zeros((HP, CP), dtype=dtype),
@@ -374,16 +423,17 @@ def _tiles(n, most):
 
 
 @njit(**KERNEL)
-def _views(flat, D, H, C):
-    """W1 (D, HP), b1 (HP,), W2 transposed (C, HP) and b2 (CP,) as views of one flat array,
-    hidden units and classes padded to whole vectors, in the order of _segments."""
+def _views(flat, D, H, C, narrow):
+    """W1 (D, HP; transposed, (HP, D), when narrow), b1 (HP,), W2 transposed (C, HP) and b2
+    (CP,) as views of one flat array, hidden units and classes padded to whole vectors, in the
+    order of _segments."""
     W = lanes(flat)
     HP, CP = -(-H // W) * W, -(-C // W) * W
     o1 = D * HP
     o2 = o1 + HP
     o3 = o2 + C * HP
-    return (flat[:o1].reshape(D, HP), flat[o1:o2], flat[o2:o3].reshape(C, HP),
-            flat[o3 : o3 + CP])  # fmt: skip
+    W1p = flat[:o1].reshape(HP, D) if narrow else flat[:o1].reshape(D, HP)
+    return W1p, flat[o1:o2], flat[o2:o3].reshape(C, HP), flat[o3 : o3 + CP]
 
 
 @njit(**KERNEL)
@@ -393,27 +443,31 @@ def _segments(D, HP, C, CP):
 
 
 @njit(**KERNEL)
-def _padded(W1, b1, W2, b2, size):
+def _padded(W1, b1, W2, b2, size, narrow):
     """The parameters (or an optimizer slot of each) in the flat layout of _views; empty when
     the slot is unused (empty)."""
     flat = np.zeros(size if W1.size else 0, dtype=W1.dtype)
-    _exchange(flat, W1, b1, W2, b2, True)
+    _exchange(flat, W1, b1, W2, b2, narrow, True)
     return flat
 
 
 @njit(**KERNEL)
-def _exchange(flat, W1, b1, W2, b2, into_flat):
+def _exchange(flat, W1, b1, W2, b2, narrow, into_flat):
     """Copy the parameters (or slots) into _views(flat), or back out of it; nothing when
     they are empty."""
     if W1.size == 0:
         return
     D, H = W1.shape
     C = W2.shape[1]
-    W1p, b1p, W2T, b2p = _views(flat, D, H, C)
+    W1p, b1p, W2T, b2p = _views(flat, D, H, C, narrow)
     for d in range(D):
         for j in range(H):
-            if into_flat:
+            if into_flat and narrow:
+                W1p[j, d] = W1[d, j]
+            elif into_flat:
                 W1p[d, j] = W1[d, j]
+            elif narrow:
+                W1[d, j] = W1p[j, d]
             else:
                 W1[d, j] = W1p[d, j]
     for j in range(H):
@@ -453,16 +507,17 @@ def fused_batches(
     HP = -(-H // W) * W
     CP = -(-C // W) * W
     slots = adam or use_velocity
+    narrow = H <= W and D % W == 0 and D >= NARROW_INPUTS * H  # see _forward_dots
     segments = _segments(D, HP, C, CP)
     size = segments[4]
     # the parameters and their optimizer slots as flat, padded working copies (see _views)
     theta, theta_s, theta_q = (
-        _padded(W1, b1, W2, b2, size),
-        _padded(s1, s2, s3, s4, size),
-        _padded(q1, q2, q3, q4, size),
+        _padded(W1, b1, W2, b2, size, narrow),
+        _padded(s1, s2, s3, s4, size, narrow),
+        _padded(q1, q2, q3, q4, size, narrow),
     )
-    W1p, b1p, W2T, b2p = _views(theta, D, H, C)
-    grad, hid, dhid, dz, rows, tile_rows, loss_t, correct_t, W2p, mask, counter = _workspace(
+    W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
+    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2p, mask, counter = _workspace(
         W1, T, size, HP, C, CP
     )
     _transpose_into(W2p, W2T, H, C)
@@ -477,7 +532,7 @@ def fused_batches(
                 k = fetch_add(counter, 0, 1)
                 if k >= tiles:
                     break
-                gW1, gb1, gW2, gb2 = _views(grad[k], D, H, C)
+                gW1, gb1, gW2, gb2 = _views(grad[k], D, H, C, narrow)
                 for j in range(HP):
                     gb1[j] = 0
                 for c in range(CP):
@@ -489,14 +544,22 @@ def fused_batches(
                     for i in range(m8):  # a short last block repeats the last row, unused
                         r = s0 + min(i, m - 1)
                         rows[t, i] = index[r] if use_index else r
-                    _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
-                    if code != RELU and code != IDENTITY:
+                    if narrow:
+                        _forward_dots(X, rows[t], m8, W1p, b1p, H, hid[t])
+                    else:
+                        _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
+                    if narrow or (code != RELU and code != IDENTITY):
                         _activate_rows(hid[t], H, m8, code)
                     _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n, dz[t],
                                   gb2, loss_t[k], correct_t[k])  # fmt: skip
-                    _rank_update(dz[t], tile_rows, C, m8, hid[t], gW2, s0 == first)
+                    _rank_update(dz[t], tile_rows, C, m8, hid[t], tile_rows, gW2, s0 == first)
                     _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
-                    _rank_update(X, rows[t], D, m8, dhid[t], gW1, s0 == first)
+                    if narrow:  # gW1 is (HP, D): a unit's gradient is a sum of input rows
+                        n_live = _live_rows(dhid[t], H, m8, rows[t], live[t])
+                        _rank_update(dhid[t], live[t, 0], H, n_live, X, live[t, 1], gW1,
+                                     s0 == first)  # fmt: skip
+                    else:
+                        _rank_update(X, rows[t], D, m8, dhid[t], tile_rows, gW1, s0 == first)
         step += 1
         c1 = 1 - beta1**step
         c2 = 1 - beta2**step
@@ -515,9 +578,9 @@ def fused_batches(
                                 theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
                                 use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
         _transpose_into(W2p, W2T, H, C)
-    _exchange(theta, W1, b1, W2, b2, False)
-    _exchange(theta_s, s1, s2, s3, s4, False)
-    _exchange(theta_q, q1, q2, q3, q4, False)
+    _exchange(theta, W1, b1, W2, b2, narrow, False)
+    _exchange(theta_s, s1, s2, s3, s4, narrow, False)
+    _exchange(theta_q, q1, q2, q3, q4, narrow, False)
     loss_sum, correct = 0.0, 0
     for k in range(loss_t.shape[0]):
         loss_sum += loss_t[k, 0]

@@ -30,6 +30,7 @@ SHAPES = {
     "fused-batch1": ((9, 1, 3), 1, 20),
     "fused-full": ((30, 5, 10), 200, 200),
     "fused-tiles": ((20, 30, 5), 600, 650),  # tiles of several SPAN-row sub-tiles, ragged
+    "fused-narrow": ((96, 6, 3), 10, 77),  # few units, many inputs: dot products along inputs
     "wide-1-layer": ((11, 520, 3), 6, 23),
     "2-layers": ((17, 9, 6, 5), 16, 41),
     "4-layers": ((8, 5, 1, 7, 3, 2), 3, 14),
