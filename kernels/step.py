@@ -386,7 +386,7 @@ def _activate_rows(hid, H, m, code):
 
 
 @njit(**KERNEL)
-def _workspace(W1, T, size, HP, C, CP):
+def _workspace(W1, T, size, HP, C, CP, narrow):
     """fused_batches' buffers, allocated outside its parallel regions (where numba would turn
     each np.zeros into a parallel loop of its own): per tile a flat gradient of every
     parameter; per thread the tile's activations, their gradients, dL/dlogits and row
@@ -396,8 +396,11 @@ def _workspace(W1, T, size, HP, C, CP):
     dtype = W1.dtype
     mask = np.zeros(CP, dtype=dtype)
     mask[C:] = -np.inf
+    grad = np.empty((TILES_PER_THREAD * T, size + PAD), dtype=dtype)
+    if narrow:  # its tiles leave W1's padding units unwritten: their gradient stays 0
+        grad[:] = 0
     return (
-        np.zeros((TILES_PER_THREAD * T, size + PAD), dtype=dtype),  # rows no tile writes: 0
+        grad,
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, HP), dtype=dtype),
         np.empty((T, SPAN, CP), dtype=dtype),
@@ -460,31 +463,25 @@ def _exchange(flat, W1, b1, W2, b2, narrow, into_flat):
     D, H = W1.shape
     C = W2.shape[1]
     W1p, b1p, W2T, b2p = _views(flat, D, H, C, narrow)
-    for d in range(D):
-        for j in range(H):
-            if into_flat and narrow:
-                W1p[j, d] = W1[d, j]
-            elif into_flat:
-                W1p[d, j] = W1[d, j]
-            elif narrow:
-                W1[d, j] = W1p[j, d]
+    _copy(W1p, W1, narrow, into_flat)
+    _copy(b1p.reshape(1, -1), b1.reshape(1, H), False, into_flat)
+    _copy(W2T, W2, True, into_flat)
+    _copy(b2p.reshape(1, -1), b2.reshape(1, C), False, into_flat)
+
+
+@njit(**KERNEL)
+def _copy(padded, a, transposed, into_padded):
+    """The top-left of padded (of padded.T when transposed) into a, or a into it."""
+    for i in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            if into_padded and transposed:
+                padded[j, i] = a[i, j]
+            elif into_padded:
+                padded[i, j] = a[i, j]
+            elif transposed:
+                a[i, j] = padded[j, i]
             else:
-                W1[d, j] = W1p[d, j]
-    for j in range(H):
-        if into_flat:
-            b1p[j] = b1[j]
-        else:
-            b1[j] = b1p[j]
-        for c in range(C):
-            if into_flat:
-                W2T[c, j] = W2[j, c]
-            else:
-                W2[j, c] = W2T[c, j]
-    for c in range(C):
-        if into_flat:
-            b2p[c] = b2[c]
-        else:
-            b2[c] = b2p[c]
+                a[i, j] = padded[i, j]
 
 
 @njit(**KERNEL)
@@ -518,7 +515,7 @@ def fused_batches(
     )
     W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
     grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2p, mask, counter = _workspace(
-        W1, T, size, HP, C, CP
+        W1, T, size, HP, C, CP, narrow
     )
     _transpose_into(W2p, W2T, H, C)
     most = max(T, min(TILES_PER_THREAD * T, PARTIAL_BYTES // (size * W1.itemsize)))
