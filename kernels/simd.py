@@ -38,13 +38,13 @@ class _VecModel(models.PrimitiveModel):
         super().__init__(dmm, fe_type, ir.VectorType(element, fe_type.lanes))
 
 
-def _llvm(builder, name, args, result=None):
-    """Call the LLVM intrinsic ``name`` overloaded on the first argument's vector type."""
-    vt = args[0].type
+def _llvm(builder, name, args, result=None, fastmath=()):
+    """Call the LLVM intrinsic ``name`` overloaded on the last argument's vector type."""
+    vt = args[-1].type
     bits = 32 if isinstance(vt.element, ir.FloatType) else 64
     fnty = ir.FunctionType(result or vt, [a.type for a in args])
     fn = cgutils.get_or_insert_function(builder.module, fnty, f"{name}.v{vt.count}f{bits}")
-    return builder.call(fn, args)
+    return builder.call(fn, args, fastmath=fastmath)
 
 
 def _element_pointer(context, builder, aryty, ary, index, vt):
@@ -172,13 +172,9 @@ def vsum_lanes(typingctx, v):
     """The sum of the lanes, in any order."""
 
     def codegen(context, builder, sig, args):
-        zero = ir.Constant(args[0].type.element, -0.0)
-        fnty = ir.FunctionType(args[0].type.element, [zero.type, args[0].type])
-        vt = args[0].type
-        bits = 32 if isinstance(vt.element, ir.FloatType) else 64
-        name = f"llvm.vector.reduce.fadd.v{vt.count}f{bits}"
-        fn = cgutils.get_or_insert_function(builder.module, fnty, name)
-        return builder.call(fn, [zero, args[0]], fastmath=("reassoc",))
+        element = args[0].type.element
+        start = ir.Constant(element, -0.0)
+        return _llvm(builder, "llvm.vector.reduce.fadd", [start, args[0]], element, ("reassoc",))
 
     return v.dtype(v), codegen
 

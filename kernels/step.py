@@ -73,30 +73,17 @@ MIN_TILE = 32  # rows
 TILES_PER_THREAD = 4
 PARTIAL_BYTES = 1 << 19  # at most this much of tile gradients (L2-sized)
 NARROW_INPUTS = 16  # per hidden unit, at least, for _forward_dots
-PAD = 16  # elements (64 bytes or more) between threads' small gradient buffers
+PAD = 16  # elements (64 bytes or more) after each tile's gradients and counts
 
 
-# A register block is 4 rows x 2 or 3 vectors, held as columns: a column is the 4 rows' vectors
-# at one vector offset j of rows P elements apart (rows o, o + P, o + 2P, o + 3P of a flat
-# buffer). Each input is broadcast once per row against all the block's weight vectors.
-
-
-@njit(fastmath=FASTMATH, **KERNEL)
-def _col_load(a, o, P, j):
-    return vload(a, o + j), vload(a, o + P + j), vload(a, o + 2 * P + j), vload(a, o + 3 * P + j)
+# A register block is 4 rows x 2 or 3 vectors, held as columns: a column is the 4 rows'
+# vectors at one vector offset j of a (., P) buffer. Each input is broadcast once per row
+# against all the block's weight vectors.
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
 def _col_splat(x):
     return x, x, x, x
-
-
-@njit(fastmath=FASTMATH, **KERNEL)
-def _col_store(a, o, P, j, col):
-    vstore(a, o + j, col[0])
-    vstore(a, o + P + j, col[1])
-    vstore(a, o + 2 * P + j, col[2])
-    vstore(a, o + 3 * P + j, col[3])
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -108,6 +95,15 @@ def _rows_load(a, ks, P, j):
         vload(a, ks[2] * P + j),
         vload(a, ks[3] * P + j),
     )
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _rows_store(a, ks, P, j, col):
+    """The column at j of rows ks of a (., P) = col."""
+    vstore(a, ks[0] * P + j, col[0])
+    vstore(a, ks[1] * P + j, col[1])
+    vstore(a, ks[2] * P + j, col[2])
+    vstore(a, ks[3] * P + j, col[3])
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -127,9 +123,9 @@ def _col_relu(col):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _col_backward(col, hid, o, P, j, code, one):
-    """col * act'(hid's column at o, j), and the column's sum over its 4 rows."""
-    y = _col_load(hid, o, P, j)
+def _col_backward(col, hid, ks, P, j, code, one):
+    """col * act'(hid's column at rows ks, j), and the column's sum over its 4 rows."""
+    y = _rows_load(hid, ks, P, j)
     a = vmul(col[0], vderivative_from_output(y[0], code, one))
     b = vmul(col[1], vderivative_from_output(y[1], code, one))
     c = vmul(col[2], vderivative_from_output(y[2], code, one))
@@ -151,12 +147,20 @@ def _rows_block(A, r, k0, k1, B, P, j0, j1, j2, width, u, v, w):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _widths(P, W):
-    """Vector offsets and widths of the column blocks over P (a whole number of vectors W
-    wide): pairs, with a triple where the count is odd; one vector is a pair of itself."""
-    n = P // W
-    pairs = n // 2 if n > 1 else 1
-    return pairs, n % 2 == 1 and n > 1
+def _blocks(P, W):
+    """How many column blocks cover P (a whole number of vectors W wide): pairs, the last a
+    triple where the count is odd; one vector is a pair of itself."""
+    return P // W // 2 if P > W else 1
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _block(p, blocks, P, W):
+    """Vector offsets j0, j1, j2 and width (2 or 3) of column block p of _blocks(P, W); j1 is
+    j0 (computed and stored twice, the same value) for a single vector, j2 is j1 unless 3."""
+    j0 = 2 * p * W
+    j1 = min(j0 + W, P - W)
+    width = 3 if p == blocks - 1 and P > W and P // W % 2 == 1 else 2
+    return j0, j1, j1 + W if width == 3 else j1, width
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -167,16 +171,13 @@ def _forward_rows(X, rows, m, W1p, b1p, relu, hid):
     D = X.shape[1]
     P = hid.shape[1]
     W = lanes(hid)
-    pairs, triple = _widths(P, W)
+    blocks = _blocks(P, W)
     for k0 in range(0, D, KCHUNK):
         k1 = min(k0 + KCHUNK, D)
-        for p in range(pairs):
-            j0 = 2 * p * W
-            j1 = min(j0 + W, P - W)
-            width = 3 if triple and p == pairs - 1 else 2
-            j2 = j1 + W if width == 3 else j1
+        for p in range(blocks):
+            j0, j1, j2, width = _block(p, blocks, P, W)
             for b in range(0, m, 4):
-                o = b * P
+                ks = b, b + 1, b + 2, b + 3
                 if k0 == 0:
                     u, v, w = (
                         _col_splat(vload(b1p, j0)),
@@ -185,18 +186,18 @@ def _forward_rows(X, rows, m, W1p, b1p, relu, hid):
                     )
                 else:
                     u, v, w = (
-                        _col_load(hid, o, P, j0),
-                        _col_load(hid, o, P, j1),
-                        _col_load(hid, o, P, j2),
+                        _rows_load(hid, ks, P, j0),
+                        _rows_load(hid, ks, P, j1),
+                        _rows_load(hid, ks, P, j2),
                     )
                 r = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
                 u, v, w = _rows_block(X, r, k0, k1, W1p, P, j0, j1, j2, width, u, v, w)
                 if relu and k1 == D:
                     u, v, w = _col_relu(u), _col_relu(v), _col_relu(w)
-                _col_store(hid, o, P, j0, u)
-                _col_store(hid, o, P, j1, v)
+                _rows_store(hid, ks, P, j0, u)
+                _rows_store(hid, ks, P, j1, v)
                 if width == 3:
-                    _col_store(hid, o, P, j2, w)
+                    _rows_store(hid, ks, P, j2, w)
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -252,27 +253,22 @@ def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
     P = hid.shape[1]
     W = lanes(hid)
     one, zero = vsplat(hid.dtype.type(1)), vsplat(hid.dtype.type(0))
-    pairs, triple = _widths(P, W)
-    for p in range(pairs):
-        j0 = 2 * p * W
-        j1 = min(j0 + W, P - W)
-        width = 3 if triple and p == pairs - 1 else 2
-        j2 = j1 + W if width == 3 else j1
+    blocks = _blocks(P, W)
+    for p in range(blocks):
+        j0, j1, j2, width = _block(p, blocks, P, W)
         s0 = s1 = s2 = zero
         for b in range(0, m, 4):
-            o = b * P
+            ks = b, b + 1, b + 2, b + 3
             u = v = w = _col_splat(zero)
-            u, v, w = _rows_block(
-                dz, (b, b + 1, b + 2, b + 3), 0, C, W2T, P, j0, j1, j2, width, u, v, w
-            )
-            u, t0 = _col_backward(u, hid, o, P, j0, code, one)
-            v, t1 = _col_backward(v, hid, o, P, j1, code, one)
-            _col_store(dhid, o, P, j0, u)
-            _col_store(dhid, o, P, j1, v)
+            u, v, w = _rows_block(dz, ks, 0, C, W2T, P, j0, j1, j2, width, u, v, w)
+            u, t0 = _col_backward(u, hid, ks, P, j0, code, one)
+            v, t1 = _col_backward(v, hid, ks, P, j1, code, one)
+            _rows_store(dhid, ks, P, j0, u)
+            _rows_store(dhid, ks, P, j1, v)
             s0, s1 = vadd(s0, t0), vadd(s1, t1)
             if width == 3:
-                w, t2 = _col_backward(w, hid, o, P, j2, code, one)
-                _col_store(dhid, o, P, j2, w)
+                w, t2 = _col_backward(w, hid, ks, P, j2, code, one)
+                _rows_store(dhid, ks, P, j2, w)
                 s2 = vadd(s2, t2)
         vstore(gb1, j0, vadd(vload(gb1, j0), s0))
         if j1 != j0:
@@ -289,15 +285,12 @@ def _rank_update(A, arows, K, m, B, brows, G, init):
     repeats its last row (the same value stored twice)."""
     P = G.shape[1]
     W = lanes(G)
-    pairs, triple = _widths(P, W)
+    blocks = _blocks(P, W)
     for k0 in range(0, K, 4):
         kb, kc, kd = min(k0 + 1, K - 1), min(k0 + 2, K - 1), min(k0 + 3, K - 1)
-        for p in range(pairs):
-            j0 = 2 * p * W
-            j1 = min(j0 + W, P - W)
-            width = 3 if triple and p == pairs - 1 else 2
-            j2 = j1 + W if width == 3 else j1
-            ks = k0, kb, kc, kd  # not evenly spaced where K runs out
+        ks = k0, kb, kc, kd  # repeats the last row where K runs out
+        for p in range(blocks):
+            j0, j1, j2, width = _block(p, blocks, P, W)
             if init:
                 u = v = w = _col_splat(vsplat(G.dtype.type(0)))
             else:
@@ -313,11 +306,10 @@ def _rank_update(A, arows, K, m, B, brows, G, init):
                 v = _col_fma(x, vload(B, o + j1), v)
                 if width == 3:
                     w = _col_fma(x, vload(B, o + j2), w)
-            for q, k in enumerate(ks):
-                vstore(G, k * P + j0, u[q])
-                vstore(G, k * P + j1, v[q])
-                if width == 3:
-                    vstore(G, k * P + j2, w[q])
+            _rows_store(G, ks, P, j0, u)
+            _rows_store(G, ks, P, j1, v)
+            if width == 3:
+                _rows_store(G, ks, P, j2, w)
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -391,8 +383,8 @@ def _workspace(W1, T, size, HP, C, CP, narrow):
     each np.zeros into a parallel loop of its own): per tile a flat gradient of every
     parameter; per thread the tile's activations, their gradients, dL/dlogits and row
     numbers; the rows of a tile; per thread its live rows (_live_rows); per tile loss and hit
-    counts; W2 (HP, CP) for the logits
-    and their padding mask (0 for the C classes, -inf after); the tile counter."""
+    counts; W2 (HP, CP) for the logits and their padding mask (0 for the C classes, -inf
+    after); the tile counter."""
     dtype = W1.dtype
     mask = np.zeros(CP, dtype=dtype)
     mask[C:] = -np.inf
