@@ -1,12 +1,13 @@
-"""Explicit SIMD vectors for numba kernels: one 64-byte vector (16 float32 or 8 float64 lanes)
-as a value that lives in a register.
+"""Explicit SIMD vectors for numba kernels: one vector register of the compile target
+(kernels/target.py: 64 bytes with AVX-512, 32 with AVX2, 16 with SSE or NEON; 16 float32 or
+8 float64 lanes on AVX-512) as a value that lives in a register.
 
 numba cannot tell LLVM that two arrays do not overlap, so a loop that accumulates a block of
 outputs in an array reloads and stores it on every step, and a loop that accumulates in scalars
 vectorises only along its reduction, paying a horizontal sum per output. Register-blocked
 matrix kernels (a block of rows x a few vectors of outputs, each input broadcast against whole
 vectors of weights) need vector values, which these intrinsics provide. LLVM lowers them for any
-CPU: two 32-byte halves on AVX2, four 16-byte quarters on SSE.
+CPU; sized to the target's registers, no vector is split into halves.
 
 Loads and stores take a C-contiguous array and a flat element index; the caller keeps
 ``i + lanes(a) <= a.size`` (no bounds check). Arithmetic follows IEEE rules, NaN included.
@@ -19,7 +20,9 @@ from numba.core.datamodel import models, register_default
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-BYTES = 64
+from fastnn.kernels.target import VECTOR_BYTES
+
+BYTES = VECTOR_BYTES
 
 
 class Vec(types.Type):

@@ -21,11 +21,16 @@ from fastnn.kernels.linear import act_grad_colsum, bias_act_
 from fastnn.kernels.loss import softmax_, softmax_xent_
 from fastnn.kernels.optim import adam_, sgd_
 from fastnn.kernels.step import fused_batches
+from fastnn.kernels.target import VECTOR_BYTES
 from fastnn.optim import Optimizer, OptimizerState
 
-# fused vs layered measured on 784-H-10, batch 32..1000, SGD and Adam: fused faster up to H=512
-# (1.6x at H=100, 1.2x at H=512), even at H=1024
-FUSED_MAX_HIDDEN = 512
+# The widest hidden layer for which the fused kernel beats BLAS layers, per vector width of
+# the compile target (kernels/target.py). Measured on 784-H-10, batch 32..1000, SGD and Adam,
+# one epoch of 60000 rows, both paths in one process:
+# - 64 bytes (AVX-512, Zen 5, numba znver5): fused faster up to H=512 (1.6x at H=100, 1.2x
+#   at H=512), even at H=1024;
+# - 32 bytes (AVX2): TO BE MEASURED
+FUSED_MAX_HIDDEN = {64: 512, 32: 512, 16: 512}[VECTOR_BYTES]
 FUSED_MAX_CLASSES = 64
 
 
@@ -129,14 +134,20 @@ def kernel_cache_status() -> tuple[int, int]:
     return warm, len(KERNELS)
 
 
+def kernel_path(sizes: tuple[int, ...]) -> str:
+    """Which path trains a network of these layer sizes here: "fused" (kernels/step.py, one
+    hidden layer, narrow enough to beat BLAS on this target) or "layered" (BLAS products)."""
+    fused = len(sizes) == 3 and sizes[1] <= FUSED_MAX_HIDDEN and sizes[2] <= FUSED_MAX_CLASSES
+    return "fused" if fused else "layered"
+
+
 def fusable(params: list[np.ndarray], X: Any, y_idx: Any, index: Any) -> bool:
     """Whether the fused one-hidden-layer kernel applies (and beats the layered path)."""
     if len(params) != 4 or not isinstance(X, np.ndarray) or X.dtype != params[0].dtype:
         return False
-    H, C = params[0].shape[1], params[2].shape[1]
+    sizes = (params[0].shape[0], params[0].shape[1], params[2].shape[1])
     return (
-        H <= FUSED_MAX_HIDDEN
-        and C <= FUSED_MAX_CLASSES
+        kernel_path(sizes) == "fused"
         and X.flags.c_contiguous
         and y_idx.dtype == np.int64
         and (index is None or index.dtype == np.int64)
