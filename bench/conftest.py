@@ -52,6 +52,7 @@ def record(sgemm_gflops):
             "samples_per_second": workload.samples / median,
             "gflops": workload.flops / median / 1e9,
             "first_call_seconds": first_call,
+            "path": report.kernel_path(impl, workload.sizes, getattr(workload, "inference", False)),
             "note": note,
         }
         benchmark.extra_info.update(
@@ -61,6 +62,7 @@ def record(sgemm_gflops):
                 "sgemm_gflops": sgemm_gflops,
                 "fraction_of_sgemm": row["gflops"] / sgemm_gflops,
                 "compile_seconds": max(0.0, first_call - median),
+                "path": row["path"],
             }
         )
         _rows.append(row)
@@ -78,7 +80,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     terminalreporter.write_line(body)
     path = config.getoption("--bench-report")
     if path:
-        command = "pytest " + " ".join(config.invocation_params.args)
+        command = report.command_line(config.invocation_params.args)
         report.write_markdown(path, body, _sgemm[0], command)
 
 

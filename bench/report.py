@@ -1,30 +1,56 @@
-"""The end-of-run table: workload x implementation, throughput, % of sgemm, speed-ups."""
+"""The end-of-run table: workload x implementation, throughput, % of sgemm, speed-ups, and the
+RESULTS.md section of the numba compile target it was measured for."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sys
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
+from bench import sections
+
 PEERS = ("torch-cpu", "torch-cuda", "sklearn")
+# Settings that change what the kernels compile to or how many threads run them; a section's
+# command line shows those that were set, so it reproduces the run.
+ENV_VARS = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # fmt: skip
+ENV_PREFIXES = ("OPENBLAS_",)
+
+PREAMBLE = """\
+# Benchmark results
+
+One section per numba compile target the development machine runs: its own CPU (native) and,
+where that has AVX-512, AVX2 (`NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=`). A run with
+`--bench-report` replaces only its own target's section; `bench/run_all_targets.sh` runs them
+all. Generated; do not edit by hand.
+
+One round is one training epoch over 60000 x 784 float32 samples (`inference`: predict_proba on
+10000; `fit-*`: one `MLPClassifier.fit` of 10 epochs on those samples, or of 200 epochs on
+digits' 1437 training images, each round with the next seed). GFLOP/s counts the multiply-adds
+every implementation must do (x2): forward, weight gradients, and input gradients of every layer
+but the first; speed-ups are peer median / fastnn median from this same run. `path` is the code
+that trained: the numba backend's fused one-hidden-layer kernel (`fused`) or its BLAS layers
+(`layered`), or the numpy `reference`.
+"""
 
 
 def table(rows: list[dict], sgemm_gflops: float) -> str:
     """Markdown table; speed-up = peer median / fastnn median, both from this run."""
     peers = [p for p in PEERS if any(r["impl"] == p for r in rows)]
-    head = ["workload", "implementation", "median s", "samples/s", "GFLOP/s", "% sgemm"]
-    head += [f"vs {p}" for p in peers]
+    paths = any(r.get("path") for r in rows)
+    head = ["workload", "implementation", *(["path"] if paths else [])]
+    head += ["median s", "samples/s", "GFLOP/s", "% sgemm", *(f"vs {p}" for p in peers)]
     notes = any(r.get("note") for r in rows)
     if notes:
         head.append("notes")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     medians = {(r["workload"], r["impl"]): r["median"] for r in rows}
     for r in rows:
-        cells = [
-            r["workload"],
-            r["impl"],
+        cells = [r["workload"], r["impl"], *([r.get("path", "")] if paths else [])]
+        cells += [
             f"{r['median']:.4f}",
             f"{r['samples_per_second']:,.0f}",
             f"{r['gflops']:.1f}",
@@ -40,7 +66,47 @@ def table(rows: list[dict], sgemm_gflops: float) -> str:
     return "\n".join(lines)
 
 
+def kernel_path(impl: str, sizes: tuple[int, ...], inference: bool = False) -> str:
+    """The code that ran a fastnn row: "fused" or "layered" (numba, as
+    ``fastnn.backends.numba.kernel_path`` decides; inference is always layered: BLAS products
+    with fused epilogues), "reference" (numpy); "" for the peers and other backends."""
+    if impl == "fastnn-numpy":
+        return "reference"
+    if impl != "fastnn-numba":
+        return ""
+    from fastnn.backends.numba import kernel_path as numba_path
+
+    return "layered" if inference else numba_path(sizes)
+
+
+def target() -> tuple[str, str, int]:
+    """numba's compile target: (LLVM cpu name, vector ISA, vector bytes)."""
+    from fastnn.kernels.target import VECTOR_BYTES, cpu_name, isa
+
+    return cpu_name(), isa(), VECTOR_BYTES
+
+
+def target_key() -> str:
+    """The RESULTS.md section a run belongs to: 'znver5 AVX-512', 'haswell AVX2', ..."""
+    name, isa, _ = target()
+    return f"{name} {isa}"
+
+
+def target_settings() -> str:
+    """How the target was chosen: the NUMBA_CPU_* assignments, or 'native' (the host CPU)."""
+    names = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")
+    return " ".join(_assign(n) for n in names if n in os.environ) or "native"
+
+
+def command_line(args: list[str] | tuple[str, ...]) -> str:
+    """The shell command that reproduces this run, with the settings of ENV_VARS it had."""
+    env = [n for n in ENV_VARS if n in os.environ]
+    env += sorted(n for n in os.environ if n.startswith(ENV_PREFIXES) and n not in env)
+    return " ".join([*(_assign(n) for n in env), "pytest", *map(shlex.quote, args)])
+
+
 def environment(sgemm_gflops: float) -> list[str]:
+    """The lines that say where a table was measured: CPU, numba target, BLAS, versions."""
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -53,57 +119,43 @@ def environment(sgemm_gflops: float) -> list[str]:
             versions.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:
             pass
+    name, isa, vector_bytes = target()
     return [
-        f"- CPU: {cpu}, {os.cpu_count()} cores; numpy float32 sgemm {sgemm_gflops:.0f} GFLOP/s"
-        f" ({_instruction_sets()})",
+        f"- CPU: {cpu}, {os.cpu_count()} cores",
+        f"- numba target: {name}, {isa}, {vector_bytes}-byte vectors ({target_settings()})",
+        f"- BLAS: {blas_kernels()}; numpy float32 sgemm {sgemm_gflops:.0f} GFLOP/s",
         f"- Python {platform.python_version()}; {', '.join(versions)}",
     ]
 
 
-def _instruction_sets() -> str:
-    """Whose kernels numpy's BLAS and numba run: % sgemm is relative to the BLAS, so a numba
-    kernel compiled for wider vectors than the BLAS build uses can pass 100%."""
-    parts = []
+def blas_kernels() -> str:
+    """Whose kernels numpy's BLAS runs: % sgemm is relative to the BLAS, so a numba kernel
+    compiled for wider vectors than the BLAS build uses can pass 100%."""
     try:
         from threadpoolctl import threadpool_info
 
         blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
         blas = next((i for i in blas if "numpy" in i["filepath"]), blas[0])  # not scipy's
-        name, arch = f"{blas['internal_api']} {blas['version']}", blas["architecture"]
-        parts.append(f"{name} with {arch} kernels")
+        return f"{blas['internal_api']} {blas['version']} with {blas['architecture']} kernels"
     except (ImportError, IndexError, KeyError):
-        pass
-    try:
-        import llvmlite.binding
+        return "numpy's BLAS (kernels unknown)"
 
-        parts.append(f"numba compiles for {llvmlite.binding.get_host_cpu_name()}")
-    except ImportError:
-        pass
-    return "; ".join(parts) or "instruction sets unknown"
+
+def section(body: str, sgemm_gflops: float, command: str) -> str:
+    """One target's part of RESULTS.md: a heading, when and how, where, the table."""
+    name, isa, vector_bytes = target()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"## {name} ({isa}, {vector_bytes}-byte vectors): {target_settings()}", ""]
+    lines += [f"Generated {stamp} by `{command}`.", "", *environment(sgemm_gflops), "", body]
+    return "\n".join(lines)
 
 
 def write_markdown(path: str, body: str, sgemm_gflops: float, command: str) -> None:
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join(
-        [
-            "# Benchmark results",
-            "",
-            f"Generated {stamp} by `{command}`; do not edit by hand.",
-            "",
-            *environment(sgemm_gflops),
-            "",
-            "One round is one training epoch over 60000 x 784 float32 samples",
-            "(`inference`: predict_proba on 10000; `fit-*`: one `MLPClassifier.fit`",
-            "of 10 epochs on those samples, or of 200 epochs on digits' 1437 training",
-            "images, each round with the next seed). GFLOP/s counts the multiply-adds",
-            "every implementation must do (x2): forward, weight gradients, and input",
-            "gradients of every layer but the first; speed-ups are peer median /",
-            "fastnn median from this same run.",
-            "",
-            body,
-            "",
-        ]
-    )
-    with open(path, "w") as f:
-        f.write(text)
-    print(f"wrote {path}", file=sys.stderr)
+    """Write (or replace) this target's section of ``path``, keeping the other targets'."""
+    sections.write_section(path, PREAMBLE, target_key(), section(body, sgemm_gflops, command))
+    print(f"wrote the {target_key()} section of {path}", file=sys.stderr)
+
+
+def _assign(name: str) -> str:
+    value = os.environ[name]
+    return f"{name}={shlex.quote(value)}" if value else f"{name}="

@@ -77,6 +77,10 @@ class FitWorkload:
     n_train: int = N_TRAIN
     n_features: int = N_FEATURES
 
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (self.n_features, *self.hidden, N_CLASSES)
+
     def estimator_params(self, seed: int) -> dict:
         return dict(
             hidden_layer_sizes=self.hidden, solver="adam", batch_size=self.batch_size,
@@ -86,8 +90,7 @@ class FitWorkload:
 
     @property
     def flops(self) -> float:
-        sizes = (self.n_features, *self.hidden, N_CLASSES)
-        macs = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False)]
+        macs = [a * b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=False)]
         return 2.0 * self.epochs * self.n_train * (2 * sum(macs) + sum(macs[1:]))
 
     @property
