@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
 from bench import sections
+from bench.workloads import CONCURRENT
 
 PEERS = ("torch-cpu", "torch-cuda", "sklearn")
 # Settings that change what the kernels compile to or how many threads run them; a section's
@@ -19,7 +20,7 @@ ENV_VARS = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_NUM_THREADS", "NUMBA_
             "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # fmt: skip
 ENV_PREFIXES = ("OPENBLAS_",)
 
-PREAMBLE = """\
+PREAMBLE = f"""\
 # Benchmark results
 
 One section per numba compile target the development machine runs: its own CPU (native) and,
@@ -29,11 +30,14 @@ all. Generated; do not edit by hand.
 
 One round is one training epoch over 60000 x 784 float32 samples (`inference`: predict_proba on
 10000; `fit-*`: one `MLPClassifier.fit` of 10 epochs on those samples, or of 200 epochs on
-digits' 1437 training images, each round with the next seed). GFLOP/s counts the multiply-adds
-every implementation must do (x2): forward, weight gradients, and input gradients of every layer
-but the first; speed-ups are peer median / fastnn median from this same run. `path` is the code
-that trained: the numba backend's fused one-hidden-layer kernel (`fused`) or its BLAS layers
-(`layered`), or the numpy `reference`.
+digits' 1437 training images, each round with the next seed; `concurrent`: two identical
+trainings of `small`, {CONCURRENT.rows} samples x {CONCURRENT.epochs} epochs each, started at once
+in two processes: the round's time is the slower one's, samples/s and GFLOP/s are one
+training's, and the note compares each with the same training alone). GFLOP/s counts the
+multiply-adds every implementation must do (x2): forward, weight gradients, and input gradients
+of every layer but the first; speed-ups are peer median / fastnn median from this same run.
+`path` is the code that trained: the numba backend's fused one-hidden-layer kernel (`fused`) or
+its BLAS layers (`layered`), or the numpy `reference`.
 """
 
 
