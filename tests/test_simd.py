@@ -17,6 +17,7 @@ from fastnn.kernels.simd import (
     vsub,
     vsum_lanes,
 )
+from fastnn.kernels.target import VECTOR_BYTES
 from numba import njit
 from numba.core.errors import TypingError
 
@@ -49,14 +50,15 @@ def _reductions(a, x):
 
 
 def _vector(dtype, values):
-    n = 64 // np.dtype(dtype).itemsize
-    return np.resize(np.asarray(values, dtype=dtype), n)
+    """values, repeated to fill whole vectors (one, or more where there are more values)."""
+    n = VECTOR_BYTES // np.dtype(dtype).itemsize
+    return np.resize(np.asarray(values, dtype=dtype), -(-len(values) // n) * n)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_lanes_fill_64_bytes(dtype):
+def test_lanes_fill_the_targets_vector_register(dtype):
     a = np.zeros(3, dtype=dtype)
-    assert njit(lambda a: lanes(a))(a) * a.itemsize == 64
+    assert njit(lambda a: lanes(a))(a) * a.itemsize == VECTOR_BYTES in (16, 32, 64)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -86,9 +88,9 @@ def test_exp_edges_nan_and_underflow(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_arithmetic_lane_by_lane(dtype, rng):
-    n = 64 // np.dtype(dtype).itemsize
+    n = VECTOR_BYTES // np.dtype(dtype).itemsize
     a, b, c = (rng.normal(size=n + 1).astype(dtype) for _ in range(3))
-    b[3] = np.nan
+    b[n] = np.nan  # the last lane read
     out = np.empty(6 * n, dtype=dtype)
     _arithmetic(a, b, c, out)
     va, vb, vc = a[1:], b[1:], c[1:]
@@ -103,13 +105,13 @@ def test_arithmetic_lane_by_lane(dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_reductions_and_first_equal_lane(dtype):
-    a = _vector(dtype, [3, 7, 1, 7, 2])
+    a = _vector(dtype, [3, 7, 1, 7, 2])[: VECTOR_BYTES // np.dtype(dtype).itemsize]  # one
     total, top, first = _reductions(a, a.dtype.type(7))
     assert total == pytest.approx(float(a.sum()))
     assert top == 7
     assert first == 1  # the first of the ties, as argmax
     assert _reductions(a, a.dtype.type(5))[2] == a.size  # absent: one past the last lane
-    a[4] = np.nan
+    a[-1] = np.nan
     assert np.isnan(_reductions(a, a.dtype.type(7))[1])
 
 

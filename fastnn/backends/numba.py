@@ -21,16 +21,28 @@ from fastnn.kernels.linear import act_grad_colsum, bias_act_
 from fastnn.kernels.loss import softmax_, softmax_xent_
 from fastnn.kernels.optim import adam_, sgd_
 from fastnn.kernels.step import fused_batches
-from fastnn.kernels.target import VECTOR_BYTES
+from fastnn.kernels.target import VECTOR_BYTES, has_fma
 from fastnn.optim import Optimizer, OptimizerState
 
-# The widest hidden layer for which the fused kernel beats BLAS layers, per vector width of
-# the compile target (kernels/target.py). Measured on 784-H-10, batch 32..1000, SGD and Adam,
-# one epoch of 60000 rows, both paths in one process:
-# - 64 bytes (AVX-512, Zen 5, numba znver5): fused faster up to H=512 (1.6x at H=100, 1.2x
-#   at H=512), even at H=1024;
-# - 32 bytes (AVX2): TO BE MEASURED
-FUSED_MAX_HIDDEN = {64: 512, 32: 512, 16: 512}[VECTOR_BYTES]
+# Where the fused kernel beats BLAS layers, per vector width of the compile target
+# (kernels/target.py): the widest hidden layer, and the most first-layer weights (D x H).
+# Measured with both paths in one process, one epoch of 60000 rows, SGD b128 and Adam b200
+# unless noted, on a 2-core Zen 5 whose BLAS runs OpenBLAS's Haswell (AVX2) kernels:
+# - 64 bytes (AVX-512, numba znver5): fused faster at every H up to 512 (1.6x at H=100,
+#   1.2x at H=512; even at H=1024);
+# - 32 bytes (AVX2, numba haswell): fused 0.054 s vs layered 0.097 s at 784-16-10,
+#   0.130 / 0.143 at 784-64-10, 0.260 / 0.259 at 784-64-10 b32, 0.137 / 0.149 at 64-512-10,
+#   0.137 / 0.149 at 256-200-10, 0.152 / 0.156 at 128-400-10; layered faster from 784x100
+#   weights (784-100-10 Adam: 0.212 / 0.165, 784-128-10: 0.272 / 0.217, 784-256-10:
+#   0.440 / 0.372): AVX2's FMA rate is half of AVX-512's, and there the BLAS's better
+#   register blocks win;
+# - 16 bytes on x86 (SSE, numba x86-64): no FMA instruction, each lane's fma a libm call
+#   (784-10-10: fused 1.10 s vs layered 0.117 s): no target without FMA (SSE, AVX without
+#   AVX2) takes the fused path. 64-bit ARM (NEON, 16 bytes with FMA) has not been measured;
+#   it takes AVX2's limits.
+FUSED_LIMITS = {64: (512, None), 32: (512, 784 * 72), 16: (512, 784 * 72)}
+# (most hidden units, most first-layer weights D x H; None: no limit)
+FUSED_MAX_HIDDEN, FUSED_MAX_WEIGHTS = FUSED_LIMITS[VECTOR_BYTES] if has_fma() else (0, 0)
 FUSED_MAX_CLASSES = 64
 
 
@@ -137,7 +149,11 @@ def kernel_cache_status() -> tuple[int, int]:
 def kernel_path(sizes: tuple[int, ...]) -> str:
     """Which path trains a network of these layer sizes here: "fused" (kernels/step.py, one
     hidden layer, narrow enough to beat BLAS on this target) or "layered" (BLAS products)."""
-    fused = len(sizes) == 3 and sizes[1] <= FUSED_MAX_HIDDEN and sizes[2] <= FUSED_MAX_CLASSES
+    if len(sizes) != 3:
+        return "layered"
+    D, H, C = sizes
+    weights_fit = FUSED_MAX_WEIGHTS is None or D * H <= FUSED_MAX_WEIGHTS
+    fused = H <= FUSED_MAX_HIDDEN and C <= FUSED_MAX_CLASSES and weights_fit
     return "fused" if fused else "layered"
 
 
