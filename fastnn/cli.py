@@ -1,4 +1,5 @@
-"""``fastnn`` command line: train, evaluate, predict, info; a thin layer over the Python API.
+"""``fastnn`` command line: train, evaluate, predict, plot, compile, info; a thin layer over the
+Python API.
 
 Every user error ends as one line on stderr and exit code 2, without a traceback.
 """
@@ -23,6 +24,7 @@ from fastnn import __version__
 from fastnn.backends import backend_names, get_backend, unavailable_reason
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
 from fastnn.errors import FastnnError, TrainingDiverged
+from fastnn.io import DTYPES
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
@@ -137,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="L2 weight decay added to weight gradients (default: 0)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads to use")
     p.add_argument(
         "--out", default="model.npz", help="where to save the model (default: model.npz)"
@@ -190,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset(p, default=None)
     _add_backend(p)
     p.add_argument("--out", default="plots", help="directory for the PNGs (default: plots)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser(
+        "compile",
+        help="compile every numba kernel into numba's on-disk cache now (e.g. in a Docker "
+        "build step), so that no run waits for it",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        action="append",
+        help="compile for this dtype only; repeat for several (default: float32 and float64)",
+    )
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("info", help="backends, versions, threads and devices")
@@ -251,14 +266,17 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         return interrupted.raised
 
     model._on_epoch_end = on_epoch_end
+    model._announce_compiles = not (args.quiet or args.json)  # a cold numba cache, once
     model._validation_data = validation  # scored after every epoch into history_
     t0 = time.perf_counter()
+    warm_up_seconds = 0.0  # compiling kernels before the first epoch: not training time
     if run["epochs"] > done:
         model.set_params(warm_start=True, max_iter=run["epochs"] - done)
         with interrupted, warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
             model.fit(X_train, y_train)
-    train_seconds = time.perf_counter() - t0
+        warm_up_seconds = model._warm_up_seconds
+    train_seconds = time.perf_counter() - t0 - warm_up_seconds
     epochs = len(model.loss_curve_)
     if interrupted.raised:
         raise Interrupted(
@@ -286,12 +304,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "test_accuracy": accuracy,
         "train_seconds": train_seconds,
         "samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
+        "warm_up_seconds": warm_up_seconds,
         "model": str(args.out),
         "history": model.history_,
     }
     if not args.json:
+        warm_up = f" (+ {warm_up_seconds:.1f} s kernel warm-up)" if warm_up_seconds >= 0.5 else ""
         print(
-            f"test accuracy {accuracy:.4f} | {epochs} epochs in {train_seconds:.2f} s "
+            f"test accuracy {accuracy:.4f} | {epochs} epochs in {train_seconds:.2f} s{warm_up} "
             f"| {result['samples_per_second']:,.0f} samples/s | backend {model.backend} "
             f"| final loss {model.loss_curve_[-1]:.4f} | saved {args.out}"
         )
@@ -477,6 +497,40 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     return {"predictions": predictions.tolist(), "confidence": proba.max(axis=1).tolist()}
 
 
+def cmd_compile(args: argparse.Namespace) -> dict[str, Any]:
+    from fastnn.warmup import compile_kernels, compile_target
+
+    dtypes = list(dict.fromkeys(args.dtype or DTYPES))
+    target = compile_target()
+    if not args.json:
+        print(
+            f"compiling fastnn's numba kernels for {target['cpu']} ({target['isa']}), "
+            f"{' and '.join(dtypes)}: every kernel path and optimizer",
+            flush=True,
+        )
+
+    def show(done: Any) -> None:
+        if not args.json:
+            print(f"  {done.kernel} ({done.variant}): {done.seconds:.1f} s", flush=True)
+
+    report = compile_kernels(dtypes, on_compiled=show)
+    cache = _numba_cache()
+    if not args.json:
+        what = (
+            f"compiled {len(report.compiled)} kernels" if report.compiled else "nothing to compile"
+        )
+        print(f"{what} in {report.seconds:.1f} s; numba's cache in {report.cache_dir} is {cache}")
+    return {
+        "target": target,
+        "dtypes": dtypes,
+        "paths": report.paths,
+        "compiled": [vars(c) for c in report.compiled],
+        "seconds": report.seconds,
+        "cache_dir": report.cache_dir,
+        "numba_kernel_cache": cache,
+    }
+
+
 def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
     import numba
     import sklearn
@@ -555,6 +609,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "plot": cmd_plot,
+    "compile": cmd_compile,
     "info": cmd_info,
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 import os
+import time
 import warnings
 from typing import Any
 
@@ -24,6 +25,7 @@ from fastnn.io import DTYPES, load_model_file, save_model_file
 from fastnn.model import init_params, layer_sizes, predict_proba
 from fastnn.optim import SOLVERS, Optimizer, OptimizerState, init_state
 from fastnn.train import EpochStats, ProgressBar, train
+from fastnn.warmup import announce_compiles
 
 ACTIVATION_ALIASES = {"logistic": "sigmoid"}  # scikit-learn's name for the sigmoid
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")  # restorable generators
@@ -169,6 +171,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         on_epoch_end = getattr(self, "_on_epoch_end", None)
         try:
             with backend.limit_threads(self.n_threads):
+                self._warm_up(backend, params, state, X, y_idx, batch, activation, opt)
                 for _ in range(1 if incremental else self.max_iter):
                     if opt.lr != self._learning_rate:  # "adaptive" lowers it
                         opt = dataclasses.replace(opt, lr=self._learning_rate)
@@ -201,6 +204,18 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 stacklevel=3,
             )
         return self
+
+    def _warm_up(
+        self, backend: Any, params: list[Any], state: OptimizerState, X: Any, y_idx: Any,
+        batch: int, activation: str, opt: Optimizer,
+    ) -> None:  # fmt: skip
+        """Compile the run's kernels before its first timed epoch (``Backend.warm_up``), so
+        that ``history_``'s seconds are training only; with ``verbose`` (or the CLI's
+        ``_announce_compiles``) a compilation is announced, once per process."""
+        t0 = time.perf_counter()
+        with announce_compiles(getattr(self, "_announce_compiles", bool(self.verbose))):
+            backend.warm_up(params, state, X, y_idx, batch, activation, opt)
+        self._warm_up_seconds = time.perf_counter() - t0
 
     def _keep_state(self, backend: Any, params: list[Any], state: OptimizerState) -> None:
         """The training state as host arrays in the estimator (views on the CPU)."""

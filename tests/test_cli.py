@@ -164,6 +164,7 @@ def test_info(capsys):
         (["train", "--dataset", "/no/such/dir"], "neither a known name"),
         (["evaluate", "missing.npz"], "missing.npz: no such model file"),
         (["predict"], "the following arguments are required: model, input"),
+        (["compile", "--dtype", "float16"], "--dtype: invalid choice: 'float16'"),
         ([], "the following arguments are required: command"),
     ],
 )

@@ -44,6 +44,22 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued work to finish (a no-op on the CPU)."""
 
+    def warm_up(
+        self,
+        params: list[Array],
+        state: OptimizerState,
+        X: Array,
+        y_idx: Array,
+        batch_size: int,
+        activation: str,
+        opt: Optimizer,
+    ) -> None:
+        """Pay a training run's one-time costs (JIT compilation, a device's start) before its
+        first timed epoch, leaving ``params``, ``state`` and every random stream untouched.
+
+        Nothing to pay here; the numba backend compiles its kernels.
+        """
+
     @contextlib.contextmanager
     def limit_threads(self, n_threads: int | None) -> Iterator[None]:
         """Run the block on at most ``n_threads`` CPU threads (None: leave as is)."""

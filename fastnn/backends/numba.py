@@ -67,6 +67,25 @@ class NumbaBackend(Backend):
             finally:
                 numba.set_num_threads(previous)
 
+    def warm_up(
+        self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
+        batch_size: int, activation: str, opt: Optimizer,
+    ) -> None:  # fmt: skip
+        """Compile, or load from numba's on-disk cache, every kernel a run with these arguments
+        calls (training on its path, validation scores, predictions), by running them once on
+        the first rows of X with copies of the parameters and optimizer state."""
+        rows = min(WARM_UP_ROWS, X.shape[0])
+        x, y = X[:rows], y_idx[:rows]  # views: the same numba types as the whole arrays
+        ps = [p.copy() for p in params]
+        slots = {k: [a.copy() for a in v] for k, v in state.slots.items()}
+        index = np.arange(rows, dtype=np.int64)  # shuffled or not, kernels take an int64 index
+        with np.errstate(all="ignore"):
+            self.train_batches(ps, OptimizerState(state.step, slots), x, y, index, 0, rows,
+                               min(batch_size, rows), activation, opt)  # fmt: skip
+            logits = self.forward(ps, x, activation)
+            self.softmax_xent(logits, y)  # validation scores
+            self.softmax(logits)  # predictions
+
     def linear(self, x: np.ndarray, W: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
         z = _c(x) @ W
         bias_act_(z, b, ACTIVATION_CODES[activation])
@@ -133,6 +152,7 @@ class NumbaBackend(Backend):
 
 
 KERNELS = (bias_act_, act_grad_colsum, softmax_xent_, softmax_, sgd_, adam_, fused_batches)
+WARM_UP_ROWS = 8  # rows warm_up trains on: enough for every kernel to run its code
 
 
 def kernel_cache_status() -> tuple[int, int]:
