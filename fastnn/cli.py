@@ -207,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("info", help="backends, versions, threads and devices")
+    p = sub.add_parser(
+        "info", help="backends, versions, threads, devices, compile target and kernel paths"
+    )
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -537,6 +539,7 @@ def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
     from threadpoolctl import threadpool_info
 
     from fastnn._compat import cuda_device_problem, has_cupy
+    from fastnn.warmup import compile_target, kernel_paths
 
     backends = {name: unavailable_reason(name) or "available" for name in backend_names()[:-1]}
     info: dict[str, Any] = {
@@ -555,6 +558,8 @@ def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
         "numba_threading_layer": numba.config.THREADING_LAYER,
         "numba_kernel_cache": _numba_cache(),
+        "compile_target": compile_target(),
+        "kernel_paths": kernel_paths(),
         "cuda": cuda_device_problem() or _cuda_devices(),
     }
     if has_cupy():

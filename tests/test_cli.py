@@ -152,6 +152,28 @@ def test_info(capsys):
     assert {"fastnn", "numpy", "numba", "auto_backend", "blas", "cuda"} <= set(info)
 
 
+def test_info_names_the_compile_target_and_kernel_paths(capsys):
+    pytest.importorskip("numba")
+    from fastnn.kernels import target
+
+    from fastnn.backends.numba import kernel_path
+
+    code, out, _ = run(capsys, "info", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["compile_target"] == {
+        "cpu": target.cpu_name(),
+        "isa": target.isa(),
+        "vector_bytes": target.VECTOR_BYTES,
+        "vector_registers": target.VECTOR_REGISTERS,
+    }
+    paths = info["kernel_paths"]
+    assert {"784-10-10", "784-100-10", "784-256-128-10", "64-100-10"} <= set(paths)
+    for shape, path in paths.items():
+        assert path == kernel_path(tuple(int(n) for n in shape.split("-")))
+    code, out, _ = run(capsys, "info")
+    assert f"  cpu: {target.cpu_name()}" in out and "  784-100-10: " in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
