@@ -2,14 +2,16 @@
 
 ``fused_batches(X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr,
 momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4,
-q1, q2, q3, q4, T) -> (loss_sum, correct, step)``
+q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
 ``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and labels y (N,).
 Each step is one parallel pass in which the T threads claim tiles of the batch rows one at a
 time and run forward, softmax cross-entropy and backward for each into the tile's own
 gradient buffers, then one parallel pass that sums the tiles' gradients in tile order and
-applies the update; no BLAS call, no Python between steps. For narrow layers this is where
+applies the update; no BLAS call, no Python between steps. How a step's rows are cut into
+tiles depends on S (the most threads the process may run) and not on T (those running this
+call), so the result is bitwise the same at any thread count. For narrow layers this is where
 framework overhead dominates the peers, since each layer's matrix is too small for BLAS; for
 wider ones (up to a few hundred units) it still wins by reading the sampled rows in place and
 keeping all work on one thread pool.
@@ -378,7 +380,7 @@ def _activate_rows(hid, H, m, code):
 
 
 @njit(**KERNEL)
-def _workspace(W1, T, size, HP, C, CP, narrow):
+def _workspace(W1, T, S, size, HP, C, CP, narrow):
     """fused_batches' buffers, allocated outside its parallel regions (where numba would turn
     each np.zeros into a parallel loop of its own): per tile a flat gradient of every
     parameter; per thread the tile's activations, their gradients, dL/dlogits and row
@@ -388,7 +390,7 @@ def _workspace(W1, T, size, HP, C, CP, narrow):
     dtype = W1.dtype
     mask = np.zeros(CP, dtype=dtype)
     mask[C:] = -np.inf
-    grad = np.empty((TILES_PER_THREAD * T, size + PAD), dtype=dtype)
+    grad = np.empty((TILES_PER_THREAD * S, size + PAD), dtype=dtype)
     if narrow:  # its tiles leave W1's padding units unwritten: their gradient stays 0
         grad[:] = 0
     return (
@@ -399,8 +401,8 @@ def _workspace(W1, T, size, HP, C, CP, narrow):
         np.empty((T, SPAN), dtype=np.int64),
         np.arange(SPAN),
         np.empty((T, 2, SPAN), dtype=np.int64),
-        np.zeros((TILES_PER_THREAD * T, PAD)),
-        np.zeros((TILES_PER_THREAD * T, PAD), dtype=np.int64),
+        np.zeros((TILES_PER_THREAD * S, PAD)),
+        np.zeros((TILES_PER_THREAD * S, PAD), dtype=np.int64),
         np.zeros((HP, CP), dtype=dtype),
         mask,
         np.zeros(PAD, dtype=np.int64),
@@ -488,7 +490,7 @@ def _transpose_into(W2p, W2T, H, C):
 def fused_batches(
     X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr, momentum,
     nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4, q1, q2, q3, q4,
-    T,
+    T, S,
 ):  # fmt: skip
     D, H = W1.shape
     C = W2.shape[1]
@@ -507,10 +509,10 @@ def fused_batches(
     )
     W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
     grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2p, mask, counter = _workspace(
-        W1, T, size, HP, C, CP, narrow
+        W1, T, S, size, HP, C, CP, narrow
     )
     _transpose_into(W2p, W2T, H, C)
-    most = max(T, min(TILES_PER_THREAD * T, PARTIAL_BYTES // (size * W1.itemsize)))
+    most = max(S, min(TILES_PER_THREAD * S, PARTIAL_BYTES // (size * W1.itemsize)))
     for b_start in range(start, stop, batch):
         n = min(batch, stop - b_start)
         inv_n = 1.0 / n

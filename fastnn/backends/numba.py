@@ -14,8 +14,10 @@ from typing import Any
 
 import numba
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from fastnn.backends.base import Backend
+from fastnn.cores import FreeCores
 from fastnn.kernels.activations import ACTIVATION_CODES
 from fastnn.kernels.linear import act_grad_colsum, bias_act_
 from fastnn.kernels.loss import softmax_, softmax_xent_
@@ -50,6 +52,11 @@ class NumbaBackend(Backend):
     name = "numba"
     xp = np
 
+    def __init__(self) -> None:
+        self._free_cores = FreeCores()
+        self._fixed_threads = False  # inside limit_threads: the caller's count, as given
+        self._blas = ThreadpoolController()
+
     def asarray(self, a: Any, dtype: Any = None) -> np.ndarray:
         return np.ascontiguousarray(a, dtype=dtype)
 
@@ -60,12 +67,34 @@ class NumbaBackend(Backend):
             if n_threads is None:
                 yield
                 return
-            previous = numba.get_num_threads()
+            previous, fixed = numba.get_num_threads(), self._fixed_threads
             numba.set_num_threads(min(n_threads, numba.config.NUMBA_NUM_THREADS))
+            self._fixed_threads = True
             try:
                 yield
             finally:
                 numba.set_num_threads(previous)
+                self._fixed_threads = fixed
+
+    def _threads(self) -> int:
+        """Threads for the next run of steps: numba's count, fewer where other processes keep
+        cores busy (fastnn.cores), unless limit_threads fixed the count."""
+        limit = numba.get_num_threads()
+        return limit if self._fixed_threads else min(limit, self._free_cores())
+
+    @contextlib.contextmanager
+    def _sharing(self, threads: int) -> Iterator[None]:
+        """numba's team and BLAS limited to ``threads`` for the block (no-op at the limit)."""
+        previous = numba.get_num_threads()
+        if threads >= previous:
+            yield
+            return
+        numba.set_num_threads(threads)
+        try:
+            with self._blas.limit(limits=threads, user_api="blas"):
+                yield
+        finally:
+            numba.set_num_threads(previous)
 
     def warm_up(
         self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
@@ -133,10 +162,21 @@ class NumbaBackend(Backend):
         index: np.ndarray | None, start: int, stop: int, batch_size: int, activation: str,
         opt: Optimizer,
     ) -> tuple[Any, Any]:  # fmt: skip
-        if not fusable(params, X, y_idx, index):
-            return super().train_batches(
-                params, state, X, y_idx, index, start, stop, batch_size, activation, opt
+        threads = self._threads()
+        with self._sharing(threads):
+            if not fusable(params, X, y_idx, index):
+                return super().train_batches(
+                    params, state, X, y_idx, index, start, stop, batch_size, activation, opt
+                )
+            return self._fused_batches(
+                params, state, X, y_idx, index, start, stop, batch_size, activation, opt, threads
             )
+
+    def _fused_batches(
+        self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
+        index: np.ndarray | None, start: int, stop: int, batch_size: int, activation: str,
+        opt: Optimizer, threads: int,
+    ) -> tuple[Any, Any]:  # fmt: skip
         W1, b1, W2, b2 = params
         slots = [state.slots.get("velocity", state.slots.get("m")), state.slots.get("v")]
         s = slots[0] or [_empty_like(p) for p in params]
@@ -146,7 +186,8 @@ class NumbaBackend(Backend):
             start, stop, batch_size, W1, b1, W2, b2, ACTIVATION_CODES[activation],
             opt.name == "adam", float(opt.lr), float(opt.momentum), bool(opt.nesterov),
             opt.name == "sgd" and opt.momentum > 0, float(opt.beta1), float(opt.beta2),
-            float(opt.eps), float(opt.weight_decay), state.step, *s, *q, numba.get_num_threads(),
+            float(opt.eps), float(opt.weight_decay), state.step, *s, *q, threads,
+            numba.config.NUMBA_NUM_THREADS,
         )  # fmt: skip
         return loss_sum, correct
 

@@ -1,0 +1,65 @@
+"""fastnn.cores: free cores from the machine's busy time less this process's own."""
+
+import numpy as np
+import pytest
+
+from fastnn import cores
+from fastnn.backends import get_backend
+
+
+def _clock(monkeypatch, wall, own, busy):
+    monkeypatch.setattr(cores.time, "perf_counter", lambda: wall[0])
+    monkeypatch.setattr(cores.time, "process_time", lambda: own[0])
+    monkeypatch.setattr(cores, "_machine_busy_seconds", lambda: busy[0])
+
+
+def test_free_cores_leave_out_what_other_processes_use(monkeypatch):
+    wall, own, busy = [0.0], [0.0], [0.0]
+    _clock(monkeypatch, wall, own, busy)
+    free = cores.FreeCores(cores=4)
+    wall[0], own[0], busy[0] = 1.0, 2.0, 2.0  # only this process: all 4 free
+    assert free() == 4
+    wall[0], own[0], busy[0] = 2.0, 3.0, 5.0  # another process kept 2 cores busy
+    assert free() == 2
+    wall[0], own[0], busy[0] = 3.0, 3.5, 9.5  # others on every core: still one thread
+    assert free() == 1
+    wall[0] = 3.01  # too soon to measure: the previous answer
+    busy[0] = 9.5
+    assert free() == 1
+
+
+def test_free_cores_without_proc_stat_are_all_cores(monkeypatch):
+    monkeypatch.setattr(cores, "_machine_busy_seconds", lambda: None)
+    free = cores.FreeCores(cores=3)
+    monkeypatch.setattr(cores, "MIN_INTERVAL", 0.0)
+    assert free() == 3
+
+
+def test_machine_busy_seconds_reads_this_machine():
+    busy = cores._machine_busy_seconds()
+    assert busy is None or busy > 0
+
+
+def test_fused_training_is_bitwise_the_same_at_any_thread_count():
+    """The thread count follows the free cores from one call to the next; the fused kernel
+    cuts rows into tiles by the most threads, so a trajectory cannot depend on it."""
+    numba = pytest.importorskip("numba")
+    from fastnn.model import init_params
+    from fastnn.optim import Optimizer, init_state
+    from fastnn.train import train
+
+    be = get_backend("numba")
+    rng = np.random.default_rng(0)
+    X = rng.random((650, 20)).astype(np.float32)
+    y = rng.integers(0, 5, size=650)
+    params = init_params((20, 30, 5), "relu", np.float32, rng)
+    opt = Optimizer("adam", 0.01)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        ps = [p.copy() for p in params]
+        with be.limit_threads(threads):
+            train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=3,
+                  batch_size=600, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+        results.append(ps)
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
