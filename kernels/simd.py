@@ -13,14 +13,13 @@ Loads and stores take a C-contiguous array and a flat element index; the caller 
 ``i + lanes(a) <= a.size`` (no bounds check). Arithmetic follows IEEE rules, NaN included.
 """
 
+from fastnn.kernels.target import VECTOR_BYTES
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.datamodel import models, register_default
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
-
-from fastnn.kernels.target import VECTOR_BYTES
 
 BYTES = VECTOR_BYTES
 
