@@ -313,7 +313,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if not args.json:
         warm_up = f" (+ {warm_up_seconds:.1f} s kernel warm-up)" if warm_up_seconds >= 0.5 else ""
         print(
-            f"test accuracy {accuracy:.4f} | {epochs} epochs in {train_seconds:.2f} s{warm_up} "
+            f"test accuracy {accuracy:.4f} | {epochs} epoch{'s' * (epochs != 1)} in "
+            f"{train_seconds:.2f} s{warm_up} "
             f"| {result['samples_per_second']:,.0f} samples/s | backend {model.backend} "
             f"| final loss {model.loss_curve_[-1]:.4f} | saved {args.out}"
         )
