@@ -39,6 +39,10 @@ class OptimizerState:
     step: int = 0
     slots: dict[str, list[Any]] = field(default_factory=dict)
 
+    def copy(self) -> OptimizerState:
+        """A copy whose slot arrays are new arrays (on the same device)."""
+        return OptimizerState(self.step, {k: [a.copy() for a in v] for k, v in self.slots.items()})
+
 
 def init_state(backend: Backend, opt: Optimizer, params: list[Any]) -> OptimizerState:
     """Zeroed state for ``opt`` over ``params``, allocated on ``backend``."""

@@ -157,8 +157,7 @@ def all_finite(backend: Backend, arrays: Sequence[Any]) -> bool:
 
 
 def _copy_state(params: list[Any], state: OptimizerState) -> tuple[list[Any], OptimizerState]:
-    slots = {k: [a.copy() for a in v] for k, v in state.slots.items()}
-    return [p.copy() for p in params], OptimizerState(state.step, slots)
+    return [p.copy() for p in params], state.copy()
 
 
 def _restore_state(

@@ -106,11 +106,10 @@ class NumbaBackend(Backend):
         rows = min(WARM_UP_ROWS, X.shape[0])
         x, y = X[:rows], y_idx[:rows]  # views: the same numba types as the whole arrays
         ps = [p.copy() for p in params]
-        slots = {k: [a.copy() for a in v] for k, v in state.slots.items()}
         index = np.arange(rows, dtype=np.int64)  # shuffled or not, kernels take an int64 index
         with np.errstate(all="ignore"):
-            self.train_batches(ps, OptimizerState(state.step, slots), x, y, index, 0, rows,
-                               min(batch_size, rows), activation, opt)  # fmt: skip
+            self.train_batches(ps, state.copy(), x, y, index, 0, rows, min(batch_size, rows),
+                               activation, opt)  # fmt: skip
             logits = self.forward(ps, x, activation)
             self.softmax_xent(logits, y)  # validation scores
             self.softmax(logits)  # predictions
