@@ -237,6 +237,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.exceptions import ConvergenceWarning
 
     from fastnn.data import load
+    from fastnn.warmup import announce_compiles
 
     if args.resume:
         model, run = _resumed_model(args)
@@ -268,16 +269,16 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         return interrupted.raised
 
     model._on_epoch_end = on_epoch_end
-    model._announce_compiles = not (args.quiet or args.json)  # a cold numba cache, once
     model._validation_data = validation  # scored after every epoch into history_
     t0 = time.perf_counter()
     warm_up_seconds = 0.0  # compiling kernels before the first epoch: not training time
     if run["epochs"] > done:
         model.set_params(warm_start=True, max_iter=run["epochs"] - done)
-        with interrupted, warnings.catch_warnings():
+        announce = not (args.quiet or args.json)  # a cold numba cache, once per process
+        with interrupted, warnings.catch_warnings(), announce_compiles(announce):
             warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
             model.fit(X_train, y_train)
-        warm_up_seconds = model._warm_up_seconds
+        warm_up_seconds = model.warm_up_seconds_
     train_seconds = time.perf_counter() - t0 - warm_up_seconds
     epochs = len(model.loss_curve_)
     if interrupted.raised:
@@ -383,8 +384,7 @@ def _resumed_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
                 f"resumed run's {run[key]}: a resumed run keeps its settings (only --epochs, "
                 "--backend, --threads, --out, --checkpoint-dir, --quiet and --json may change)"
             )
-    if args.backend:
-        run["backend"] = get_backend(args.backend).name
+    run["backend"] = get_backend(args.backend or run["backend"]).name  # usable here, and loaded
     model.set_params(backend=run["backend"])
     if args.epochs:
         run["epochs"] = args.epochs

@@ -40,7 +40,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     ``fastnn.backends.backend_names()``), ``dtype`` ("float32", "float64") and ``n_threads`` are
     fastnn's. ``batch_size`` also takes
     "full" (full-batch gradient descent). ``verbose=True`` prints the loss per epoch;
-    ``verbose=2`` shows a progress bar.
+    ``verbose=2`` shows a progress bar. ``warm_up_seconds_`` is the time the last fit spent
+    before its first epoch compiling (or loading) the backend's kernels.
     """
 
     def __init__(
@@ -210,12 +211,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         batch: int, activation: str, opt: Optimizer,
     ) -> None:  # fmt: skip
         """Compile the run's kernels before its first timed epoch (``Backend.warm_up``), so
-        that ``history_``'s seconds are training only; with ``verbose`` (or the CLI's
-        ``_announce_compiles``) a compilation is announced, once per process."""
+        that ``history_``'s seconds are training only, and time it in ``warm_up_seconds_``;
+        with ``verbose`` a compilation is announced, once per process."""
         t0 = time.perf_counter()
-        with announce_compiles(getattr(self, "_announce_compiles", bool(self.verbose))):
+        with announce_compiles(bool(self.verbose)):
             backend.warm_up(params, state, X, y_idx, batch, activation, opt)
-        self._warm_up_seconds = time.perf_counter() - t0
+        self.warm_up_seconds_ = time.perf_counter() - t0
 
     def _keep_state(self, backend: Any, params: list[Any], state: OptimizerState) -> None:
         """The training state as host arrays in the estimator (views on the CPU)."""
