@@ -15,7 +15,9 @@ import platform
 
 import llvmlite.binding as ll
 from numba.core import config
-from numba.core.codegen import get_host_cpu_features as _host_features
+from numba.core.codegen import get_host_cpu_features
+
+ARM = platform.machine().lower() in ("arm64", "aarch64")
 
 _PROBE = """
 define void @probe(<{n} x {t}>* %a, <{n} x {t}>* %b) {{
@@ -33,24 +35,24 @@ def cpu_name() -> str:
     return config.CPU_NAME or ll.get_host_cpu_name()
 
 
-def get_host_cpu_features() -> str:
-    """The host CPU's own features, as numba passes them to LLVM."""
-    return _host_features()
-
-
 def cpu_features() -> str:
     """numba's feature string for that CPU ('' means the CPU's own features)."""
-    return config.CPU_FEATURES if config.CPU_FEATURES is not None else _host_features()
+    return config.CPU_FEATURES if config.CPU_FEATURES is not None else get_host_cpu_features()
+
+
+@functools.cache
+def _machine() -> ll.TargetMachine:
+    """An LLVM target machine for numba's target."""
+    ll.initialize_native_target()
+    ll.initialize_native_asmprinter()
+    return ll.Target.from_default_triple().create_target_machine(
+        cpu=cpu_name(), features=cpu_features(), opt=3
+    )
 
 
 def _emit(ir: str) -> str:
     """The assembly LLVM makes of an IR module for numba's target."""
-    ll.initialize_native_target()
-    ll.initialize_native_asmprinter()
-    machine = ll.Target.from_default_triple().create_target_machine(
-        cpu=cpu_name(), features=cpu_features(), opt=3
-    )
-    return machine.emit_assembly(ll.parse_assembly(ir))
+    return _machine().emit_assembly(ll.parse_assembly(ir))
 
 
 def _assembly(n: int, element: str, op: str) -> str:
@@ -86,13 +88,12 @@ def has_fma() -> bool:
 
 def vector_registers() -> int:
     """How many vector registers the target has: 32 with AVX-512 and on 64-bit ARM, else 16."""
-    arm = platform.machine().lower() in ("arm64", "aarch64")
-    return 32 if vector_bytes() == 64 or arm else 16
+    return 32 if vector_bytes() == 64 or ARM else 16
 
 
 def isa() -> str:
     """A short name for the target's vector instruction set."""
-    if platform.machine().lower() in ("arm64", "aarch64"):
+    if ARM:
         return "NEON"
     if vector_bytes() == 32:  # AVX has 32-byte float vectors, AVX2 32-byte integer ones too
         return "AVX2" if "ymm" in _assembly(8, "i32", "add") else "AVX"
