@@ -137,7 +137,7 @@ def test_cold_cache_is_announced_once_and_compile_warms_it(tmp_path):
     notice = "fastnn: compiling numba kernels for this CPU"
     assert cold.stderr.count(notice) == 1 and "fastnn compile" in cold.stderr
     compiled = json.loads(run("compile", "--dtype", "float32", "--json").stdout)
-    assert "step.fused_batches" in {c["kernel"] for c in compiled["compiled"]}
+    assert "step.fused_steps" in {c["kernel"] for c in compiled["compiled"]}
     assert compiled["numba_kernel_cache"].startswith("warm")
     info = json.loads(run("info", "--json").stdout)
     assert info["numba_kernel_cache"].startswith("warm (")  # kernel_cache_status: all warm

@@ -22,7 +22,7 @@ from fastnn.kernels.activations import ACTIVATION_CODES
 from fastnn.kernels.linear import act_grad_colsum, bias_act_
 from fastnn.kernels.loss import softmax_, softmax_xent_
 from fastnn.kernels.optim import adam_, sgd_
-from fastnn.kernels.step import fused_batches
+from fastnn.kernels.step import fused_batches, fused_steps
 from fastnn.kernels.target import VECTOR_BYTES, has_fma
 from fastnn.optim import Optimizer, OptimizerState
 
@@ -191,7 +191,7 @@ class NumbaBackend(Backend):
         return loss_sum, correct
 
 
-KERNELS = (bias_act_, act_grad_colsum, softmax_xent_, softmax_, sgd_, adam_, fused_batches)
+KERNELS = (bias_act_, act_grad_colsum, softmax_xent_, softmax_, sgd_, adam_, fused_steps)
 WARM_UP_ROWS = 8  # rows warm_up trains on: enough for every kernel to run its code
 
 
