@@ -143,7 +143,10 @@ def train(
             )
         stats = EpochStats(epoch, loss, accuracy, time.perf_counter() - t0, n)
         if validation is not None:
-            stats.val_loss, stats.val_accuracy = evaluate(backend, params, *validation, activation)
+            with backend.scoring_between_epochs(params):
+                stats.val_loss, stats.val_accuracy = evaluate(
+                    backend, params, *validation, activation
+                )
         history.append(stats)
         stop = [cb.on_epoch_end(stats) for cb in callbacks]
         if any(stop):

@@ -63,3 +63,26 @@ def test_fused_training_is_bitwise_the_same_at_any_thread_count():
         results.append(ps)
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("sizes, one_thread", [((20, 30, 5), True), ((20, 30, 30, 5), False)])
+def test_validation_scores_of_fused_runs_leave_no_blas_thread_spinning(sizes, one_thread):
+    """Between epochs of a fused run, the numba backend scores on one BLAS thread (OpenBLAS's
+    idle workers spin and take the fused kernel's cores); a layered run keeps its BLAS
+    threads, which the next epoch uses."""
+    pytest.importorskip("numba")
+    from threadpoolctl import threadpool_info
+
+    from fastnn.model import init_params
+
+    be = get_backend("numba")
+    params = init_params(sizes, "relu", np.float32, np.random.default_rng(0))
+
+    def blas_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    with be.scoring_between_epochs(params):
+        inside = blas_threads()
+    assert blas_threads() == before
+    assert inside == ([1] * len(before) if one_thread else before)

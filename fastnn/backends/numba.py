@@ -28,21 +28,25 @@ from fastnn.optim import Optimizer, OptimizerState
 
 # Where the fused kernel beats BLAS layers, per vector width of the compile target
 # (kernels/target.py): the widest hidden layer, and the most first-layer weights (D x H).
-# Measured with both paths in one process, one epoch of 60000 rows, SGD b128 and Adam b200
-# unless noted, on a 2-core Zen 5 whose BLAS runs OpenBLAS's Haswell (AVX2) kernels:
-# - 64 bytes (AVX-512, numba znver5): fused faster at every H up to 512 (1.6x at H=100,
-#   1.2x at H=512; even at H=1024);
-# - 32 bytes (AVX2, numba haswell): fused 0.054 s vs layered 0.097 s at 784-16-10,
-#   0.130 / 0.143 at 784-64-10, 0.260 / 0.259 at 784-64-10 b32, 0.137 / 0.149 at 64-512-10,
-#   0.137 / 0.149 at 256-200-10, 0.152 / 0.156 at 128-400-10; layered faster from 784x100
-#   weights (784-100-10 Adam: 0.212 / 0.165, 784-128-10: 0.272 / 0.217, 784-256-10:
-#   0.440 / 0.372): AVX2's FMA rate is half of AVX-512's, and there the BLAS's better
-#   register blocks win;
+# Measured by ``python -m bench.kernel_paths`` (both paths in one process, one epoch of 60000
+# float32 rows after 0.5 s idle: OpenBLAS's workers spin for about 0.1 s after a product, a
+# fused epoch right after a layered one ran up to 2x slower, and an earlier measurement
+# without the pause had put AVX2's limit at 784x72), SGD b128 unless noted, on a 2-core
+# Zen 5 whose BLAS runs OpenBLAS's Haswell (AVX2) kernels:
+# - 64 bytes (AVX-512, numba znver5): fused faster everywhere: 784-16-10 b64 4.0x,
+#   784-100-10 Adam b200 2.1x, 784-128-10 1.7x (b32: 1.5x), 784-256-10 1.45x, 784-512-10
+#   1.35x, 64-512-10 2.4x;
+# - 32 bytes (AVX2, numba haswell with no extra features): fused 0.039 s vs layered 0.085
+#   at 784-16-10 b64, 0.099 / 0.137 at 784-64-10, 0.165 / 0.184 at 784-100-10 Adam b200,
+#   0.175 / 0.202 at 784-128-10, 0.086 / 0.127 at 64-512-10, 0.114 / 0.148 at 256-200-10;
+#   even from 784x200 to 784x384 weights (0.98x-1.13x), layered faster at 784-512-10
+#   (0.762 / 0.630) and at 784-128-10 b32 (0.318 / 0.273): AVX2's FMA rate is half of
+#   AVX-512's, and there the BLAS's larger register blocks win;
 # - 16 bytes on x86 (SSE, numba x86-64): no FMA instruction, each lane's fma a libm call
 #   (784-10-10: fused 1.10 s vs layered 0.117 s): no target without FMA (SSE, AVX without
 #   AVX2) takes the fused path. 64-bit ARM (NEON, 16 bytes with FMA) has not been measured;
 #   it takes AVX2's limits.
-FUSED_LIMITS = {64: (512, None), 32: (512, 784 * 72), 16: (512, 784 * 72)}
+FUSED_LIMITS = {64: (512, None), 32: (512, 784 * 128), 16: (512, 784 * 128)}
 # (most hidden units, most first-layer weights D x H; None: no limit)
 FUSED_MAX_HIDDEN, FUSED_MAX_WEIGHTS = FUSED_LIMITS[VECTOR_BYTES] if has_fma() else (0, 0)
 FUSED_MAX_CLASSES = 64
@@ -113,6 +117,18 @@ class NumbaBackend(Backend):
             logits = self.forward(ps, x, activation)
             self.softmax_xent(logits, y)  # validation scores
             self.softmax(logits)  # predictions
+
+    @contextlib.contextmanager
+    def scoring_between_epochs(self, params: list[np.ndarray]) -> Iterator[None]:
+        """BLAS on one thread when the network trains on the fused path: after a product on
+        several threads, OpenBLAS's idle workers spin for about 0.1 s, taking the cores from
+        the fused kernel's threads (measured: 784-128-10 epochs of 0.23 s instead of 0.145 s
+        with a validation score between them, Zen 5); one thread costs the score a few ms."""
+        if len(params) == 4 and kernel_path(_sizes(params)) == "fused":
+            with self._blas.limit(limits=1, user_api="blas"):
+                yield
+        else:
+            yield
 
     def linear(self, x: np.ndarray, W: np.ndarray, b: np.ndarray, activation: str) -> np.ndarray:
         z = _c(x) @ W
@@ -221,13 +237,17 @@ def fusable(params: list[np.ndarray], X: Any, y_idx: Any, index: Any) -> bool:
     """Whether the fused one-hidden-layer kernel applies (and beats the layered path)."""
     if len(params) != 4 or not isinstance(X, np.ndarray) or X.dtype != params[0].dtype:
         return False
-    sizes = (params[0].shape[0], params[0].shape[1], params[2].shape[1])
     return (
-        kernel_path(sizes) == "fused"
+        kernel_path(_sizes(params)) == "fused"
         and X.flags.c_contiguous
         and y_idx.dtype == np.int64
         and (index is None or index.dtype == np.int64)
     )
+
+
+def _sizes(params: list[np.ndarray]) -> tuple[int, ...]:
+    """The layer sizes (D, H, ..., C) of a network's [W1, b1, W2, b2, ...]."""
+    return (params[0].shape[0], *(W.shape[1] for W in params[::2]))
 
 
 def _c(a: np.ndarray) -> np.ndarray:
