@@ -31,14 +31,17 @@ moment; unused slots may be empty arrays of the right rank. ``loss_sum`` is the 
 per-sample losses, ``correct`` the number of rows whose argmax logit is the label, ``step``
 the optimizer's step counter after the last update.
 
-fused_batches itself is plain numpy (the flat padded copies and the buffers) around one
-compiled kernel, fused_steps, and the small register-block helpers are inlined into their
-callers before typing (``inline="always"``): each separately compiled function costs numba a
-typing, an LLVM optimisation and machine code of its own, and a cold run's compile time is
-mostly that (18.3 s before, 14.6 s after, for a default digits run on Zen 5).
+fused_batches itself is plain numpy (the flat padded copies and the buffers, kept between a
+thread's calls of the same small shapes) around one compiled kernel, fused_steps: each
+function numba compiles costs a typing, an LLVM optimisation and machine code of its own, and
+a cold run's compile time is mostly that (18.3 s before, 15.3 s after, for a default digits
+run on Zen 5). The helpers stay separate functions, not ``inline="always"``: inlined before
+typing they compiled faster still (14.6 s), but a kernel compiled in memory then computed
+different bits from its copy loaded from numba's cache.
 """
 
 import math
+import threading
 
 import numpy as np
 from fastnn.kernels.activations import (
@@ -91,12 +94,12 @@ ALIGN = 64  # bytes: where _aligned's arrays start
 # against all the block's weight vectors.
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _col_splat(x):
     return x, x, x, x
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _rows_load(a, ks, P, j):
     """The column at j of rows ks (4 row numbers) of a (., P)."""
     return (
@@ -107,7 +110,7 @@ def _rows_load(a, ks, P, j):
     )
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _rows_store(a, ks, P, j, col):
     """The column at j of rows ks of a (., P) = col."""
     vstore(a, ks[0] * P + j, col[0])
@@ -116,7 +119,7 @@ def _rows_store(a, ks, P, j, col):
     vstore(a, ks[3] * P + j, col[3])
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _col_fma(x, w, col):
     """col + x * w, row by row: x holds the 4 rows' broadcast inputs, w one weight vector."""
     return (
@@ -127,12 +130,12 @@ def _col_fma(x, w, col):
     )
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _col_relu(col):
     return vrelu(col[0]), vrelu(col[1]), vrelu(col[2]), vrelu(col[3])
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _col_backward(col, hid, ks, P, j, code, one):
     """col * act'(hid's column at rows ks, j), and the column's sum over its 4 rows."""
     y = _rows_load(hid, ks, P, j)
@@ -143,7 +146,7 @@ def _col_backward(col, hid, ks, P, j, code, one):
     return (a, b, c, d), vadd(vadd(a, b), vadd(c, d))
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _rows_block(A, r, k0, k1, B, P, j0, j1, j2, width, u, v, w):
     """Columns u, v (and w when width is 3) at vectors j0, j1, j2 plus A[r, k0:k1] @ B[k0:k1]
     for the 4 rows r of A; B has P columns."""
@@ -156,14 +159,14 @@ def _rows_block(A, r, k0, k1, B, P, j0, j1, j2, width, u, v, w):
     return u, v, w
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _blocks(P, W):
     """How many column blocks cover P (a whole number of vectors W wide): pairs, the last a
     triple where the count is odd; one vector is a pair of itself."""
     return P // W // 2 if P > W else 1
 
 
-@njit(fastmath=FASTMATH, inline="always", **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
 def _block(p, blocks, P, W):
     """Vector offsets j0, j1, j2 and width (2 or 3) of column block p of _blocks(P, W); j1 is
     j0 (computed and stored twice, the same value) for a single vector, j2 is j1 unless 3."""
@@ -396,9 +399,9 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow):
     mask[C:] = -np.inf
     return (
         _aligned((TILES_PER_THREAD * S, size + PAD), dtype, zero=narrow),  # see below
-        _aligned((T, SPAN, HP), dtype),
-        _aligned((T, SPAN, HP), dtype),
-        _aligned((T, SPAN, CP), dtype),
+        _aligned((T, SPAN, HP), dtype, zero=False),
+        _aligned((T, SPAN, HP), dtype, zero=False),
+        _aligned((T, SPAN, CP), dtype, zero=False),
         np.empty((T, SPAN), dtype=np.int64),
         np.arange(SPAN, dtype=np.int64),
         np.empty((T, 2, SPAN), dtype=np.int64),
@@ -416,7 +419,7 @@ def _aligned(shape, dtype, zero=True):
     lines (numpy's own large arrays start 16 bytes into a page; measured 15-30% slower
     steps at 784-256-10 and wider)."""
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize
     raw = np.empty(nbytes + ALIGN, dtype=np.uint8)
     offset = -raw.ctypes.data % ALIGN
     a = raw[offset : offset + nbytes].view(dtype).reshape(shape)
@@ -454,24 +457,15 @@ def _segments(D, HP, C, CP):
     return np.array([0, D * HP, D * HP + HP, D * HP + HP + C * HP, D * HP + HP + C * HP + CP])
 
 
-def _padded(W1, b1, W2, b2, size, narrow):
-    """The parameters (or an optimizer slot of each) in the flat layout of _views; empty when
-    the slot is unused (empty)."""
-    flat = _aligned((size if W1.size else 0,), W1.dtype)
-    _exchange(flat, W1, b1, W2, b2, narrow, True)
-    return flat
-
-
-def _exchange(flat, W1, b1, W2, b2, narrow, into_flat):
-    """Copy the parameters (or slots) into _views(flat), or back out of it; nothing when
-    they are empty."""
+def _exchange(views, W1, b1, W2, b2, narrow, into_flat):
+    """Copy the parameters (or slots) into ``views`` (_views of a flat array), or back out of
+    them; nothing when they are empty."""
     if W1.size == 0:
         return
-    D, H = W1.shape
-    C = W2.shape[1]
-    W1p, b1p, W2T, b2p = _views(flat, D, H, C, narrow)
+    H = W1.shape[1]
+    W1p, b1p, W2T, b2p = views
     pairs = ((W1p[:H] if narrow else W1p[:, :H], W1.T if narrow else W1), (b1p[:H], b1),
-             (W2T[:, :H], W2.T), (b2p[:C], b2))  # fmt: skip
+             (W2T[:, :H], W2.T), (b2p[: b2.size], b2))  # fmt: skip
     for padded, a in pairs:
         if into_flat:
             padded[...] = a
@@ -500,23 +494,47 @@ def fused_batches(
     W = BYTES // W1.itemsize
     HP, CP = -(-H // W) * W, -(-C // W) * W
     narrow = H <= W and D % W == 0 and D >= NARROW_INPUTS * H  # see _forward_dots
-    segments = _segments(D, HP, C, CP)
-    size = int(segments[4])
-    theta, theta_s, theta_q = (
-        _padded(W1, b1, W2, b2, size, narrow),
-        _padded(s1, s2, s3, s4, size, narrow),
-        _padded(q1, q2, q3, q4, size, narrow),
-    )
-    work = _workspace(W1.dtype, T, S, size, HP, C, CP, narrow)
+    slots = ((W1, b1, W2, b2), (s1, s2, s3, s4), (q1, q2, q3, q4))
+    used = tuple(bool(p[0].size) for p in slots)
+    segments, flats, views, work = _buffers(W1.dtype, T, S, D, H, C, HP, CP, narrow, used)
+    for flat, v, params in zip(flats, views, slots, strict=True):
+        flat[...] = 0  # the padding too: a diverged call may have left NaN there
+        _exchange(v, *params, narrow, True)
+    theta, theta_s, theta_q = flats
+    work[7][...] = 0  # the tiles' loss sums and hit counts
+    work[8][...] = 0
     loss_sum, correct, step = fused_steps(
         X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
         narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
         weight_decay, step, T, S, work,
     )  # fmt: skip
-    _exchange(theta, W1, b1, W2, b2, narrow, False)
-    _exchange(theta_s, s1, s2, s3, s4, narrow, False)
-    _exchange(theta_q, q1, q2, q3, q4, narrow, False)
+    for v, params in zip(views, slots, strict=True):
+        _exchange(v, *params, narrow, False)
     return loss_sum, correct, step
+
+
+_kept = threading.local()  # per thread: the key and buffers of its last call, when small
+KEEP_BYTES = 1 << 22
+
+
+def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used):
+    """(segments, flat padded arrays for the parameters and the two optimizer slots (empty
+    where not ``used``), their _views, _workspace): new, or this thread's from its previous
+    call of the same shapes where they take at most KEEP_BYTES. A short call (a digits
+    epoch: 8 steps in 0.3 ms) spent a fifth of its time allocating them."""
+    key = (np.dtype(dtype), T, S, D, H, C, narrow, used)
+    kept = getattr(_kept, "last", None)
+    if kept is not None and kept[0] == key:
+        return kept[1]
+    segments = _segments(D, HP, C, CP)
+    size = int(segments[4])
+    flats = tuple(_aligned((size if u else 0,), dtype) for u in used)
+    views = tuple(_views(f, D, H, C, narrow) if f.size else () for f in flats)
+    work = _workspace(dtype, T, S, size, HP, C, CP, narrow)
+    buffers = segments, flats, views, work
+    nbytes = sum(a.nbytes for a in (*flats, *work))
+    _kept.last = (key, buffers) if nbytes <= KEEP_BYTES else None
+    return buffers
 
 
 @njit(parallel=True, fastmath=FASTMATH, **KERNEL)

@@ -292,6 +292,36 @@ def test_numba_fused_training_is_reproducible():
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("shape", ["fused-ragged", "fused-narrow"])
+def test_numba_fused_buffers_kept_between_calls_change_nothing(shape):
+    """A thread's fused calls of the same shapes reuse its buffers: a call after one that
+    diverged (NaN everywhere, padding included) trains as in a thread with fresh buffers."""
+    import threading
+
+    pytest.importorskip("numba")
+    be = get_backend("numba")
+    sizes, batch, rows = SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(5), sizes, rows, np.float32)
+    opt = OPTIMIZERS["adam"]
+
+    def run(data, out):
+        ps = [p.copy() for p in params]
+        train(be, ps, init_state(be, opt, ps), data, y, activation="relu", opt=opt, epochs=2,
+              batch_size=batch, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+        out.extend(ps)
+
+    with pytest.raises(Exception, match="diverged"):
+        run(np.full_like(X, np.nan), [])
+    reused, fresh = [], []
+    run(X, reused)
+    thread = threading.Thread(target=run, args=(X, fresh))
+    thread.start()
+    thread.join()
+    assert len(fresh) == len(params)
+    for a, b in zip(reused, fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_numba_kernels_are_cached_on_disk():
     """numba's cache=True gives up, with only a warning, on a kernel it cannot cache (one that
     reads a dynamic global, say); every process would then compile it again at startup."""

@@ -12,6 +12,7 @@ import pytest
 
 from fastnn import MLPClassifier, get_backend, warmup
 from fastnn.cli import main
+from fastnn.io import load_model_file
 from fastnn.model import init_params
 from fastnn.optim import Optimizer, init_state
 from fastnn.train import train
@@ -119,8 +120,9 @@ def test_python_m_fastnn_is_the_command_line(monkeypatch, capsys):
 
 def test_cold_cache_is_announced_once_and_compile_warms_it(tmp_path):
     """The one test that compiles cold, in fresh processes with their own numba cache: a run
-    says once that it compiles; ``fastnn compile`` fills the cache; then a run compiles
-    nothing and says nothing."""
+    says once that it compiles, and trains bitwise as a later run on its cached kernels (a
+    kernel compiled in memory once differed from its cached copy); ``fastnn compile`` fills
+    the cache; then a run compiles nothing and says nothing."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     fastnn = str(Path(sys.executable).with_name("fastnn"))
 
@@ -130,16 +132,23 @@ def test_cold_cache_is_announced_once_and_compile_warms_it(tmp_path):
         assert proc.returncode == 0, proc.stderr
         return proc
 
-    train = ["train", "--backend", "numba", "--dataset", "digits", "--epochs", "1", "--out",
-             str(tmp_path / "m.npz")]  # fmt: skip
-    # the layered path in float64: its kernels compile in seconds
-    cold = run(*train, "--hidden", "8,8", "--dtype", "float64")
+    def fit_digits(name):  # float32, fused
+        return run("train", "--backend", "numba", "--dataset", "digits", "--epochs", "2",
+                   "--out", str(tmp_path / f"{name}.npz"))  # fmt: skip
+
+    cold_run = fit_digits("cold")
     notice = "fastnn: compiling numba kernels for this CPU"
-    assert cold.stderr.count(notice) == 1 and "fastnn compile" in cold.stderr
+    assert cold_run.stderr.count(notice) == 1 and "fastnn compile" in cold_run.stderr
+    assert notice not in fit_digits("cached").stderr
+    cold, cached = (load_model_file(tmp_path / f"{n}.npz")[0] for n in ("cold", "cached"))
+    for a, b in zip(cold, cached, strict=True):
+        np.testing.assert_array_equal(a, b)
     compiled = json.loads(run("compile", "--dtype", "float32", "--json").stdout)
-    assert "step.fused_steps" in {c["kernel"] for c in compiled["compiled"]}
+    assert "step.fused_steps" in {c["kernel"] for c in compiled["compiled"]}  # read-only data
     assert compiled["numba_kernel_cache"].startswith("warm")
     info = json.loads(run("info", "--json").stdout)
     assert info["numba_kernel_cache"].startswith("warm (")  # kernel_cache_status: all warm
-    warm = run(*train)  # float32, fused: compiled ahead by `fastnn compile`
+    # the layered path's gradient and update kernels: compiled ahead by `fastnn compile`
+    warm = run("train", "--backend", "numba", "--dataset", "digits", "--epochs", "1",
+               "--hidden", "8,8", "--out", str(tmp_path / "m.npz"))  # fmt: skip
     assert notice not in warm.stderr
