@@ -69,6 +69,7 @@ from fastnn.kernels.simd import (
     vsub,
     vsum_lanes,
 )
+from fastnn.kernels.target import VECTOR_REGISTERS
 from numba import njit, prange
 
 FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
@@ -84,7 +85,21 @@ RELU, IDENTITY = ACTIVATION_CODES["relu"], ACTIVATION_CODES["identity"]
 MIN_TILE = 32  # rows
 TILES_PER_THREAD = 4
 PARTIAL_BYTES = 1 << 19  # at most this much of tile gradients (L2-sized)
+# _forward_dots (dot products along the inputs) against _forward_rows (vectors of units) for
+# the first layer, measured by ``python -m bench.kernel_paths narrow`` (fused 784-H-10 SGD
+# epochs, b64, b128 and full batch, rows / dots time) on a 2-core Zen 4: dots win up to 1.5
+# vectors of units on every target, float32 and float64 (AVX-512 float32 H=24: 1.04-1.18x,
+# float64 H=12: 0.95-1.86x; AVX2 (haswell) float32 H=12: 1.32-1.79x, float64 H=6:
+# 1.03-1.17x), and are mixed from 2 vectors on (AVX-512 float32 H=32: 0.91-1.53x, float64
+# H=16: 0.68-0.97x; AVX2 float32 H=16: 0.82-1.11x). A 2-core Zen 1 agreed for AVX2 float32
+# (H=12 1.08-1.53x, H=16 0.82-0.93x).
+NARROW_VECTORS = 1.5  # most vectors of hidden units for _forward_dots
 NARROW_INPUTS = 16  # per hidden unit, at least, for _forward_dots
+# _forward_dots' block: 4 rows x DOT_UNITS units is 4 * DOT_UNITS accumulators, 4 input vectors
+# and a weight vector in registers: 21 of AVX-512's 32, and 13 of AVX2's 16 with 2 units (4
+# spill on AVX2: 784 inputs x 64 rows, one thread, haswell on Zen 4: 42-58 GFLOP/s with 4
+# units, 53-77 with 2; float64 22-30 vs 35-38. AVX-512: 4 units 68-96, 2 units 66-82).
+DOT_UNITS = 4 if VECTOR_REGISTERS >= 32 else 2
 PAD = 16  # elements (64 bytes or more) after each tile's gradients and counts
 ALIGN = 64  # bytes: where _aligned's arrays start
 
@@ -216,28 +231,31 @@ def _forward_rows(X, rows, m, W1p, b1p, relu, hid):
 @njit(fastmath=FASTMATH, **KERNEL)
 def _forward_dots(X, rows, m, W1T, b1p, H, hid):
     """hid[i, :H] = X[rows[i]] @ W1T[:H].T + b1p[:H] for i < m (a multiple of 4), the rest of
-    each row 0: for narrow hidden layers (H within one vector) over many inputs, dot products
+    each row 0: for narrow hidden layers (narrow_layer) over many inputs, dot products
     along the inputs (D a whole number of vectors) beat vectors of mostly padding units.
-    Blocks of 4 rows x 4 units, each loaded input vector used against 4 weight vectors."""
+    Blocks of 4 rows x DOT_UNITS units, each loaded input vector used against DOT_UNITS
+    weight vectors; where H runs out a block repeats its last unit (the same value twice)."""
     D = X.shape[1]
     P = hid.shape[1]
     W = lanes(X)
     for b in range(0, m, 4):
         r = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
-        for j0 in range(0, H, 4):
+        for j0 in range(0, H, DOT_UNITS):
             js = j0, min(j0 + 1, H - 1), min(j0 + 2, H - 1), min(j0 + 3, H - 1)
             u = v = w = z = _col_splat(vsplat(X.dtype.type(0)))
             for d in range(0, D, W):
                 x = _rows_load(X, r, D, d)
                 u = _col_fma(x, vload(W1T, js[0] * D + d), u)
                 v = _col_fma(x, vload(W1T, js[1] * D + d), v)
-                w = _col_fma(x, vload(W1T, js[2] * D + d), w)
-                z = _col_fma(x, vload(W1T, js[3] * D + d), z)
+                if DOT_UNITS == 4:
+                    w = _col_fma(x, vload(W1T, js[2] * D + d), w)
+                    z = _col_fma(x, vload(W1T, js[3] * D + d), z)
             for q in range(4):
                 hid[b + q, js[0]] = b1p[js[0]] + vsum_lanes(u[q])
                 hid[b + q, js[1]] = b1p[js[1]] + vsum_lanes(v[q])
-                hid[b + q, js[2]] = b1p[js[2]] + vsum_lanes(w[q])
-                hid[b + q, js[3]] = b1p[js[3]] + vsum_lanes(z[q])
+                if DOT_UNITS == 4:
+                    hid[b + q, js[2]] = b1p[js[2]] + vsum_lanes(w[q])
+                    hid[b + q, js[3]] = b1p[js[3]] + vsum_lanes(z[q])
         for q in range(4):
             for j in range(H, P):
                 hid[b + q, j] = 0
@@ -481,6 +499,13 @@ def _transpose_into(W2p, W2T, H, C):
             W2p[j, c] = W2T[c, j]
 
 
+def narrow_layer(D: int, H: int, dtype) -> bool:
+    """Whether fused_steps takes _forward_dots for a D -> H layer: few units over many inputs,
+    D a whole number of vectors."""
+    W = BYTES // np.dtype(dtype).itemsize
+    return H <= NARROW_VECTORS * W and D % W == 0 and D >= NARROW_INPUTS * H
+
+
 def fused_batches(
     X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr, momentum,
     nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4, q1, q2, q3, q4,
@@ -493,7 +518,7 @@ def fused_batches(
     C = W2.shape[1]
     W = BYTES // W1.itemsize
     HP, CP = -(-H // W) * W, -(-C // W) * W
-    narrow = H <= W and D % W == 0 and D >= NARROW_INPUTS * H  # see _forward_dots
+    narrow = narrow_layer(D, H, W1.dtype)
     slots = ((W1, b1, W2, b2), (s1, s2, s3, s4), (q1, q2, q3, q4))
     used = tuple(bool(p[0].size) for p in slots)
     segments, flats, views, work = _buffers(W1.dtype, T, S, D, H, C, HP, CP, narrow, used)
@@ -501,8 +526,6 @@ def fused_batches(
         flat[...] = 0  # the padding too: a diverged call may have left NaN there
         _exchange(v, *params, narrow, True)
     theta, theta_s, theta_q = flats
-    work[7][...] = 0  # the tiles' loss sums and hit counts
-    work[8][...] = 0
     loss_sum, correct, step = fused_steps(
         X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
         narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
@@ -551,6 +574,8 @@ def fused_steps(
     HP, CP = b1p.size, b2p.size
     grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2p, mask, counter = work
     _transpose_into(W2p, W2T, H, C)
+    loss_t[:, 0] = 0
+    correct_t[:, 0] = 0
     most = max(S, min(TILES_PER_THREAD * S, PARTIAL_BYTES // (size * theta.itemsize)))
     for b_start in range(start, stop, batch):
         n = min(batch, stop - b_start)
