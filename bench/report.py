@@ -17,14 +17,15 @@ PEERS = ("torch-cpu", "torch-cuda", "sklearn")
 # Settings that change what the kernels compile to or how many threads run them; a section's
 # command line shows those that were set, so it reproduces the run.
 ENV_VARS = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
-            "OMP_NUM_THREADS", "MKL_NUM_THREADS")  # fmt: skip
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY")  # fmt: skip
 ENV_PREFIXES = ("OPENBLAS_",)
 
 PREAMBLE = f"""\
 # Benchmark results
 
 One section per numba compile target the development machine runs: its own CPU (native) and,
-where that has AVX-512, AVX2 (`NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=`). A run with
+where that has AVX-512, AVX2 (`NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES=`, with the peers held to
+AVX2 too: `OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2`). A run with
 `--bench-report` replaces only its own target's section; `bench/run_all_targets.sh` runs them
 all. Generated; do not edit by hand.
 

@@ -10,6 +10,7 @@ native=(env -u NUMBA_CPU_NAME -u NUMBA_CPU_FEATURES)
 "${native[@]}" python -m pytest bench --benchmark-only --bench-report "$report" "$@"
 isa=$("${native[@]}" python -c 'from fastnn.kernels.target import isa; print(isa())')
 if [ "$isa" = "AVX-512" ]; then
-    NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= \
+    # an AVX2 machine's BLAS and PyTorch run AVX2 kernels too
+    NUMBA_CPU_NAME=haswell NUMBA_CPU_FEATURES= OPENBLAS_CORETYPE=Haswell ATEN_CPU_CAPABILITY=avx2 \
         python -m pytest bench --benchmark-only --bench-report "$report" "$@"
 fi

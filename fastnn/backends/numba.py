@@ -41,7 +41,10 @@ from fastnn.optim import Optimizer, OptimizerState
 #   0.175 / 0.202 at 784-128-10, 0.086 / 0.127 at 64-512-10, 0.114 / 0.148 at 256-200-10;
 #   even from 784x200 to 784x384 weights (0.98x-1.13x), layered faster at 784-512-10
 #   (0.762 / 0.630) and at 784-128-10 b32 (0.318 / 0.273): AVX2's FMA rate is half of
-#   AVX-512's, and there the BLAS's larger register blocks win;
+#   AVX-512's, and there the BLAS's larger register blocks win. A 2-core Zen 1 (native AVX2)
+#   agreed: fused/layered 0.89x at 784-128-10, 0.87x at 784-100-10 Adam. A 2-core Zen 4 under
+#   haswell with OpenBLAS's Haswell kernels was at the edge: 1.00x at 784-64-10, 1.11x at
+#   784-100-10 Adam, 1.06x at 784-128-10 (noise there is about 10%), 3.8x faster at 784-16-10;
 # - 16 bytes on x86 (SSE, numba x86-64): no FMA instruction, each lane's fma a libm call
 #   (784-10-10: fused 1.10 s vs layered 0.117 s): no target without FMA (SSE, AVX without
 #   AVX2) takes the fused path. 64-bit ARM (NEON, 16 bytes with FMA) has not been measured;
