@@ -185,6 +185,28 @@ def test_accuracy_close_to_scikit_learn_on_digits(digits):
     assert abs(gap) < 0.02
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_identity_activation_is_a_linear_model_as_in_scikit_learn(backend, digits):
+    """activation="identity": hidden layers add nothing a single linear map could not, so the
+    probabilities are a softmax of one affine function of X; digits still reach scikit-learn's
+    accuracy for it."""
+    from sklearn.neural_network import MLPClassifier as SkMLP
+
+    kw = dict(hidden_layer_sizes=(32, 16), activation="identity", max_iter=60, random_state=0,
+              n_iter_no_change=60)  # fmt: skip
+    ours = _fit_quietly(MLPClassifier(backend=backend, **kw), digits.X_train, digits.y_train)
+    W, b = np.eye(digits.X_train.shape[1]), np.zeros(digits.X_train.shape[1])
+    for Wl, bl in zip(ours.coefs_, ours.intercepts_, strict=True):
+        W, b = W @ Wl.astype(np.float64), b @ Wl.astype(np.float64) + bl
+    logits = digits.X_test @ W + b
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ours.predict_proba(digits.X_test), probs, atol=1e-4)
+    theirs = _fit_quietly(SkMLP(**kw), digits.X_train, digits.y_train)
+    gap = ours.score(digits.X_test, digits.y_test) - theirs.score(digits.X_test, digits.y_test)
+    assert abs(gap) < 0.03
+
+
 def _readme_example(name: str) -> str:
     """The Python block that follows ``<!-- example: name -->`` in README.md."""
     text = (Path(__file__).parents[1] / "README.md").read_text()

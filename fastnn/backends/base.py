@@ -17,8 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from fastnn.optim import Optimizer, OptimizerState
 
-HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid")
-LAYER_ACTIVATIONS = (*HIDDEN_ACTIVATIONS, "identity")
+HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")  # identity is also the output's
 
 Array = Any  # an array of the backend's array module
 
