@@ -543,7 +543,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         _check_number("tol", self.tol, low=0)
         _check_number("validation_fraction", self.validation_fraction, low=0, high=1,
                       low_open=True, high_open=True)  # fmt: skip
-        _check_integer("n_iter_no_change", self.n_iter_no_change)
+        if self.n_iter_no_change != np.inf:  # scikit-learn's "never stop on a plateau"
+            _check_integer("n_iter_no_change", self.n_iter_no_change,
+                           "a positive integer or np.inf")  # fmt: skip
         _check_integer("max_iter", self.max_iter)
         for name in ("shuffle", "warm_start", "early_stopping", "nesterovs_momentum"):
             if not isinstance(getattr(self, name), bool | np.bool_):

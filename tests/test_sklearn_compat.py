@@ -145,6 +145,20 @@ def test_convergence_warning_at_max_iter(digits):
         MLPClassifier((8,), max_iter=2).fit(digits.X_train, digits.y_train)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_n_iter_no_change_inf_never_stops_and_survives_a_save(backend, digits, tmp_path):
+    """n_iter_no_change=np.inf, as scikit-learn: every epoch fails to improve by a huge tol,
+    and the fit still runs to max_iter (with its ConvergenceWarning); the file keeps it."""
+    from fastnn import load_model
+
+    model = MLPClassifier((8,), tol=1e9, n_iter_no_change=np.inf, max_iter=25, backend=backend)
+    with pytest.warns(ConvergenceWarning):
+        model.fit(digits.X_train, digits.y_train)
+    assert model.n_iter_ == 25
+    model.save(tmp_path / "m.npz")
+    assert load_model(tmp_path / "m.npz").n_iter_no_change == np.inf
+
+
 def test_early_stopping_keeps_the_best_validation_weights(digits):
     model = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=300,
                           learning_rate_init=0.01, random_state=0)  # fmt: skip
