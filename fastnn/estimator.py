@@ -495,6 +495,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return min(200, n)
         if self.batch_size == "full":
             return n
+        if self.batch_size > n:  # scikit-learn's words, so that filters written for it match
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
+                          "to be clipped", UserWarning, stacklevel=3)  # fmt: skip
         return min(int(self.batch_size), n)
 
     def _optimizer(self, batch_rows: int) -> Optimizer:

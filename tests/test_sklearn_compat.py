@@ -159,6 +159,18 @@ def test_n_iter_no_change_inf_never_stops_and_survives_a_save(backend, digits, t
     assert load_model(tmp_path / "m.npz").n_iter_no_change == np.inf
 
 
+def test_batch_size_beyond_the_data_is_clipped_with_scikit_learns_warning(digits):
+    X, y = digits.X_train[:50], digits.y_train[:50]
+    with pytest.warns(UserWarning, match="It is going to be clipped"):
+        clipped = _fit_quietly(MLPClassifier((8,), batch_size=64, max_iter=5, random_state=0),
+                               X, y)  # fmt: skip
+    full = _fit_quietly(MLPClassifier((8,), batch_size=50, max_iter=5, random_state=0), X, y)
+    np.testing.assert_array_equal(clipped.coefs_[0], full.coefs_[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        _fit_quietly(MLPClassifier((8,), batch_size=50, max_iter=5, random_state=0), X, y)
+
+
 def test_early_stopping_keeps_the_best_validation_weights(digits):
     model = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=300,
                           learning_rate_init=0.01, random_state=0)  # fmt: skip
