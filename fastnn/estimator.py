@@ -136,6 +136,13 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 )
             self._initialize(X, y, classes if incremental else None)
         elif not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
+            classes_now = np.unique(y)
+            if not np.array_equal(classes_now, self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, `y` has "
+                    f"{classes_now}; fit with warm_start=False to train on other classes"
+                )
             self._learning_rate = float(self.learning_rate_init)
         elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
             raise ValueError(

@@ -171,6 +171,15 @@ def test_batch_size_beyond_the_data_is_clipped_with_scikit_learns_warning(digits
         _fit_quietly(MLPClassifier((8,), batch_size=50, max_iter=5, random_state=0), X, y)
 
 
+def test_warm_start_on_other_classes_raises_as_scikit_learn(digits):
+    model = _fit_quietly(MLPClassifier((8,), warm_start=True, max_iter=3, random_state=0),
+                         digits.X_train, digits.y_train)  # fmt: skip
+    subset = digits.y_train < 5
+    with pytest.raises(ValueError, match="warm_start can only be used where `y` has the same"):
+        model.fit(digits.X_train[subset], digits.y_train[subset])
+    _fit_quietly(model, digits.X_train, digits.y_train)  # the same classes still continue
+
+
 def test_early_stopping_keeps_the_best_validation_weights(digits):
     model = MLPClassifier((32,), early_stopping=True, n_iter_no_change=3, max_iter=300,
                           learning_rate_init=0.01, random_state=0)  # fmt: skip
