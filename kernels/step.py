@@ -20,9 +20,12 @@ A tile is processed SPAN rows at a time, one row of activations after another, w
 hidden units (and classes) padded to whole SIMD vectors (kernels/simd.py); the parameters,
 their optimizer slots and the gradients live in one flat padded layout (``_views``). The
 hidden layer's products are register blocks of 4 rows x 2 or 3 vectors of units, each input
-broadcast against whole vectors of weights: ``_rows_block`` for the forward pass and for the
-gradient of the activations (with the activation or its derivative applied in registers),
-``_rank_update`` for the weight gradients, summed over the rows. The padding lanes of
+broadcast against whole vectors of weights: ``_forward_pair`` / ``_forward_triple`` for the
+forward pass (as many triples as leave whole pairs), ``_rows_block`` for the gradient of the
+activations (with the activation or its derivative applied in registers), ``_rank_update``
+for the weight gradients, summed over the rows (pairs, one triple where the count is odd).
+A block fits AVX2's 16 vector registers as well as AVX-512's 32: each input is broadcast and
+used at once (``_fma_pair``), and pairs and triples run in loops of their own. The padding lanes of
 weights, biases and activations stay zero, so they add nothing and their gradients are zero.
 
 W1 (D, H), b1 (H,), W2 (H, C), b2 (C,) and the optimizer slots are updated in place: s_k is
@@ -162,33 +165,89 @@ def _col_backward(col, hid, ks, P, j, code, one):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
+def _fma_pair(x, w0, w1, u, v):
+    """Columns u, v plus x * w0, x * w1, row by row: x holds the 4 rows' inputs (scalars).
+    Each input is broadcast and used against every vector of the block before the next, so
+    a block holds one broadcast at a time: 8 accumulators, 2 weights and 1 input, where AVX2
+    has 16 registers (4 broadcasts first, and LLVM's unrolling, spilled an accumulator)."""
+    s = vsplat(x[0])
+    u0, v0 = vfma(s, w0, u[0]), vfma(s, w1, v[0])
+    s = vsplat(x[1])
+    u1, v1 = vfma(s, w0, u[1]), vfma(s, w1, v[1])
+    s = vsplat(x[2])
+    u2, v2 = vfma(s, w0, u[2]), vfma(s, w1, v[2])
+    s = vsplat(x[3])
+    u3, v3 = vfma(s, w0, u[3]), vfma(s, w1, v[3])
+    return (u0, u1, u2, u3), (v0, v1, v2, v3)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _fma_triple(x, w0, w1, w2, u, v, w):
+    """_fma_pair with a third column w and weight w2: 12 accumulators, 3 weights, 1 input."""
+    s = vsplat(x[0])
+    u0, v0, z0 = vfma(s, w0, u[0]), vfma(s, w1, v[0]), vfma(s, w2, w[0])
+    s = vsplat(x[1])
+    u1, v1, z1 = vfma(s, w0, u[1]), vfma(s, w1, v[1]), vfma(s, w2, w[1])
+    s = vsplat(x[2])
+    u2, v2, z2 = vfma(s, w0, u[2]), vfma(s, w1, v[2]), vfma(s, w2, w[2])
+    s = vsplat(x[3])
+    u3, v3, z3 = vfma(s, w0, u[3]), vfma(s, w1, v[3]), vfma(s, w2, w[3])
+    return (u0, u1, u2, u3), (v0, v1, v2, v3), (z0, z1, z2, z3)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
 def _rows_block(A, r, k0, k1, B, P, j0, j1, j2, width, u, v, w):
     """Columns u, v (and w when width is 3) at vectors j0, j1, j2 plus A[r, k0:k1] @ B[k0:k1]
-    for the 4 rows r of A; B has P columns."""
-    for k in range(k0, k1):
-        x = vsplat(A[r[0], k]), vsplat(A[r[1], k]), vsplat(A[r[2], k]), vsplat(A[r[3], k])
-        u = _col_fma(x, vload(B, k * P + j0), u)
-        v = _col_fma(x, vload(B, k * P + j1), v)
-        if width == 3:
-            w = _col_fma(x, vload(B, k * P + j2), w)
+    for the 4 rows r of A; B has P columns. One loop per width: a third column carried
+    through a pair's loop costs AVX2 registers it does not have."""
+    if width == 3:
+        for k in range(k0, k1):
+            o = k * P
+            x = A[r[0], k], A[r[1], k], A[r[2], k], A[r[3], k]
+            u, v, w = _fma_triple(x, vload(B, o + j0), vload(B, o + j1), vload(B, o + j2),
+                                  u, v, w)  # fmt: skip
+    else:
+        for k in range(k0, k1):
+            o = k * P
+            x = A[r[0], k], A[r[1], k], A[r[2], k], A[r[3], k]
+            u, v = _fma_pair(x, vload(B, o + j0), vload(B, o + j1), u, v)
     return u, v, w
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _blocks(P, W):
-    """How many column blocks cover P (a whole number of vectors W wide): pairs, the last a
-    triple where the count is odd; one vector is a pair of itself."""
-    return P // W // 2 if P > W else 1
+def _most_triples(n):
+    """The most column blocks over n vectors that can be triples, leaving a whole number of
+    pairs (n = 3 * triples + 2 * pairs)."""
+    return 0 if n < 2 else n // 3 if n % 3 == 0 else (n - 2) // 3 if n % 3 == 2 else (n - 4) // 3
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _block(p, blocks, P, W):
-    """Vector offsets j0, j1, j2 and width (2 or 3) of column block p of _blocks(P, W); j1 is
-    j0 (computed and stored twice, the same value) for a single vector, j2 is j1 unless 3."""
-    j0 = 2 * p * W
+def _one_triple(n):
+    """Pairs, and one triple where the count n of vectors is odd: the blocks of _rank_update
+    and _backward_rows, whose loops carry a triple's third column through every block (a
+    784x128 weight gradient on one Zen 4 core, haswell target: 70-78 GFLOP/s in pairs, 46-54
+    with _most_triples, which spill there)."""
+    return n % 2 if n > 1 else 0
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _blocks(P, W, triples):
+    """How many column blocks cover P (a whole number of vectors W wide) with this many
+    triples and the rest pairs; one vector is a pair of itself."""
+    return max(1, triples + (P // W - 3 * triples) // 2)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _block(p, P, W, triples):
+    """Vector offsets j0, j1, j2 and width (2 or 3) of column block p: the triples first,
+    then pairs; j1 is j0 (computed and stored twice, the same value) for a single vector, j2
+    is j1 unless 3."""
+    if p < triples:
+        j0 = 3 * p * W
+        return j0, j0 + W, j0 + 2 * W, 3
+    j0 = (3 * triples + 2 * (p - triples)) * W
     j1 = min(j0 + W, P - W)
-    width = 3 if p == blocks - 1 and P > W and P // W % 2 == 1 else 2
-    return j0, j1, j1 + W if width == 3 else j1, width
+    return j0, j1, j1, 2
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -199,33 +258,66 @@ def _forward_rows(X, rows, m, W1p, b1p, relu, hid):
     D = X.shape[1]
     P = hid.shape[1]
     W = lanes(hid)
-    blocks = _blocks(P, W)
+    triples = _most_triples(P // W)
+    blocks = _blocks(P, W, triples)
     for k0 in range(0, D, KCHUNK):
         k1 = min(k0 + KCHUNK, D)
         for p in range(blocks):
-            j0, j1, j2, width = _block(p, blocks, P, W)
-            for b in range(0, m, 4):
-                ks = b, b + 1, b + 2, b + 3
-                if k0 == 0:
-                    u, v, w = (
-                        _col_splat(vload(b1p, j0)),
-                        _col_splat(vload(b1p, j1)),
-                        _col_splat(vload(b1p, j2)),
-                    )
-                else:
-                    u, v, w = (
-                        _rows_load(hid, ks, P, j0),
-                        _rows_load(hid, ks, P, j1),
-                        _rows_load(hid, ks, P, j2),
-                    )
-                r = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
-                u, v, w = _rows_block(X, r, k0, k1, W1p, P, j0, j1, j2, width, u, v, w)
-                if relu and k1 == D:
-                    u, v, w = _col_relu(u), _col_relu(v), _col_relu(w)
-                _rows_store(hid, ks, P, j0, u)
-                _rows_store(hid, ks, P, j1, v)
-                if width == 3:
-                    _rows_store(hid, ks, P, j2, w)
+            j0, j1, j2, width = _block(p, P, W, triples)
+            if width == 3:
+                _forward_triple(X, rows, m, k0, k1, W1p, b1p, relu and k1 == D, hid, j0, j1, j2)
+            else:
+                _forward_pair(X, rows, m, k0, k1, W1p, b1p, relu and k1 == D, hid, j0, j1)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _forward_pair(X, rows, m, k0, k1, W1p, b1p, relu, hid, j0, j1):
+    """_forward_rows' inputs k0:k1 for the vectors j0, j1 of every block of 4 rows (b1p first
+    when k0 is 0, relu last when asked). Pairs and triples have loops of their own, each
+    compiled with only its accumulators live: a third column carried through a pair's loop
+    spilled accumulators on AVX2's 16 registers (pair 43 -> 82-93 GFLOP/s on one Zen 4 core,
+    haswell target)."""
+    P = hid.shape[1]
+    for b in range(0, m, 4):
+        ks = b, b + 1, b + 2, b + 3
+        if k0 == 0:
+            u, v = _col_splat(vload(b1p, j0)), _col_splat(vload(b1p, j1))
+        else:
+            u, v = _rows_load(hid, ks, P, j0), _rows_load(hid, ks, P, j1)
+        r = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
+        for k in range(k0, k1):
+            o = k * P
+            x = X[r[0], k], X[r[1], k], X[r[2], k], X[r[3], k]
+            u, v = _fma_pair(x, vload(W1p, o + j0), vload(W1p, o + j1), u, v)
+        if relu:
+            u, v = _col_relu(u), _col_relu(v)
+        _rows_store(hid, ks, P, j0, u)
+        _rows_store(hid, ks, P, j1, v)
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _forward_triple(X, rows, m, k0, k1, W1p, b1p, relu, hid, j0, j1, j2):
+    """_forward_pair for the three vectors j0, j1, j2."""
+    P = hid.shape[1]
+    for b in range(0, m, 4):
+        ks = b, b + 1, b + 2, b + 3
+        if k0 == 0:
+            u, v = _col_splat(vload(b1p, j0)), _col_splat(vload(b1p, j1))
+            w = _col_splat(vload(b1p, j2))
+        else:
+            u, v = _rows_load(hid, ks, P, j0), _rows_load(hid, ks, P, j1)
+            w = _rows_load(hid, ks, P, j2)
+        r = rows[b], rows[b + 1], rows[b + 2], rows[b + 3]
+        for k in range(k0, k1):
+            o = k * P
+            x = X[r[0], k], X[r[1], k], X[r[2], k], X[r[3], k]
+            u, v, w = _fma_triple(x, vload(W1p, o + j0), vload(W1p, o + j1), vload(W1p, o + j2),
+                                  u, v, w)  # fmt: skip
+        if relu:
+            u, v, w = _col_relu(u), _col_relu(v), _col_relu(w)
+        _rows_store(hid, ks, P, j0, u)
+        _rows_store(hid, ks, P, j1, v)
+        _rows_store(hid, ks, P, j2, w)
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
@@ -284,9 +376,10 @@ def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
     P = hid.shape[1]
     W = lanes(hid)
     one, zero = vsplat(hid.dtype.type(1)), vsplat(hid.dtype.type(0))
-    blocks = _blocks(P, W)
+    triples = _one_triple(P // W)
+    blocks = _blocks(P, W, triples)
     for p in range(blocks):
-        j0, j1, j2, width = _block(p, blocks, P, W)
+        j0, j1, j2, width = _block(p, P, W, triples)
         s0 = s1 = s2 = zero
         for b in range(0, m, 4):
             ks = b, b + 1, b + 2, b + 3
@@ -316,12 +409,13 @@ def _rank_update(A, arows, K, m, B, brows, G, init):
     repeats its last row (the same value stored twice)."""
     P = G.shape[1]
     W = lanes(G)
-    blocks = _blocks(P, W)
+    triples = _one_triple(P // W)
+    blocks = _blocks(P, W, triples)
     for k0 in range(0, K, 4):
         kb, kc, kd = min(k0 + 1, K - 1), min(k0 + 2, K - 1), min(k0 + 3, K - 1)
         ks = k0, kb, kc, kd  # repeats the last row where K runs out
         for p in range(blocks):
-            j0, j1, j2, width = _block(p, blocks, P, W)
+            j0, j1, j2, width = _block(p, P, W, triples)
             if init:
                 u = v = w = _col_splat(vsplat(G.dtype.type(0)))
             else:

@@ -36,6 +36,7 @@ SHAPES = {
     "fused-tiles": ((20, 30, 5), 600, 650),  # tiles of several SPAN-row sub-tiles, ragged
     "fused-narrow": ((96, 6, 3), 10, 77),  # few units, many inputs: dot products along inputs
     "fused-narrow-wide": ((192, 11, 3), 16, 53),  # the same, over 1 to 1.5 vectors of units
+    "fused-triples": ((24, 40, 5), 16, 45),  # 3 or more vectors of units: blocks of 3 vectors
     "wide-1-layer": ((11, 520, 3), 6, 23),
     "2-layers": ((17, 9, 6, 5), 16, 41),
     "4-layers": ((8, 5, 1, 7, 3, 2), 3, 14),
@@ -371,6 +372,26 @@ def test_numba_fused_narrow_shapes_take_the_dot_product_path():
             assert narrow_layer(D, H, dtype), (name, dtype)
     D, H = SHAPES["fused-tiles"][0][:2]
     assert not narrow_layer(D, H, np.float32)
+
+
+@pytest.mark.parametrize("most", [True, False])
+def test_numba_fused_column_blocks_cover_every_vector_once(most):
+    """The fused kernel's register blocks (kernels/step.py: triples, then pairs; one vector a
+    pair of itself) cover each vector of units exactly once, for any count of vectors."""
+    pytest.importorskip("numba")
+    from fastnn.kernels.step import _block, _blocks, _most_triples, _one_triple
+
+    W = 8
+    for n in range(1, 40):
+        triples = _most_triples(n) if most else _one_triple(n)
+        P = n * W
+        covered = []
+        for p in range(_blocks(P, W, triples)):
+            j0, j1, j2, width = _block(p, P, W, triples)
+            covered += [j0, j1, j2][:width]
+        assert sorted(covered) == list(range(0, P, W)) or (n == 1 and covered == [0, 0]), n
+        if most:  # as many triples as leave whole pairs: at most 2 pairs
+            assert _blocks(P, W, triples) - triples <= 2, n
 
 
 def test_numba_picks_the_fused_path_by_shape():
