@@ -45,6 +45,11 @@ from fastnn.optim import Optimizer, OptimizerState
 #   agreed: fused/layered 0.89x at 784-128-10, 0.87x at 784-100-10 Adam. A 2-core Zen 4 under
 #   haswell with OpenBLAS's Haswell kernels was at the edge: 1.00x at 784-64-10, 1.11x at
 #   784-100-10 Adam, 1.06x at 784-128-10 (noise there is about 10%), 3.8x faster at 784-16-10;
+#   and after the first layer's register blocks stopped spilling on AVX2 (step.py's
+#   _forward_pair), the same Zen 4 in a slow phase: fused / layered 0.080 / 0.187 s at
+#   784-16-10 b64, 0.161 / 0.328 at 784-64-10, 0.274 / 0.364 at 784-100-10 Adam b200, 0.386 /
+#   0.369 at 784-128-10, 0.399 / 0.414 at 784-200-10, 0.533 / 0.469 at 784-256-10, 0.800 /
+#   0.702 at 784-128-10 b32: still at the edge from 784 x 128 on, so the limit stays there;
 # - 16 bytes on x86 (SSE, numba x86-64): no FMA instruction, each lane's fma a libm call
 #   (784-10-10: fused 1.10 s vs layered 0.117 s): no target without FMA (SSE, AVX without
 #   AVX2) takes the fused path. 64-bit ARM (NEON, 16 bytes with FMA) has not been measured;
