@@ -16,7 +16,7 @@ from bench.workloads import CONCURRENT
 PEERS = ("torch-cpu", "torch-cuda", "sklearn")
 # Settings that change what the kernels compile to or how many threads run them; a section's
 # command line shows those that were set, so it reproduces the run.
-ENV_VARS = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_NUM_THREADS", "NUMBA_THREADING_LAYER",
+ENV_VARS = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_NUM_THREADS",
             "OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATEN_CPU_CAPABILITY")  # fmt: skip
 ENV_PREFIXES = ("OPENBLAS_",)
 

@@ -557,7 +557,6 @@ def cmd_info(args: argparse.Namespace) -> dict[str, Any]:
             if lib.get("user_api") == "blas"
         ],
         "numba_threads": numba.config.NUMBA_NUM_THREADS,
-        "numba_threading_layer": numba.config.THREADING_LAYER,
         "numba_kernel_cache": _numba_cache(),
         "compile_target": compile_target(),
         "kernel_paths": kernel_paths(),

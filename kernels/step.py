@@ -6,12 +6,14 @@ q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
 ``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and labels y (N,).
-Each step is one parallel pass in which the T threads claim tiles of the batch rows one at a
-time and run forward, softmax cross-entropy and backward for each into the tile's own
-gradient buffers, then one parallel pass that sums the tiles' gradients in tile order and
-applies the update; no BLAS call, no Python between steps. How a step's rows are cut into
-tiles depends on S (the most threads the process may run) and not on T (those running this
-call), so the result is bitwise the same at any thread count. For narrow layers this is where
+T threads run the steps together (this one and T - 1 helper threads of fastnn's own). In
+each step they claim tiles of the batch rows one at a time and run forward, softmax
+cross-entropy and backward for each into the tile's own gradient buffers; when every tile
+is done, each sums the tiles' gradients in tile order over its span of the parameters and
+applies the update; they meet again before the next step. No BLAS call, no Python between
+steps. How a step's rows are cut into tiles depends on S (the most threads the process may
+run) and not on T (those running this call), so the result is bitwise the same at any thread
+count. For narrow layers this is where
 framework overhead dominates the peers, since each layer's matrix is too small for BLAS; for
 wider ones (up to a few hundred units) it still wins by reading the sampled rows in place and
 keeping all work on one thread pool.
@@ -35,16 +37,21 @@ per-sample losses, ``correct`` the number of rows whose argmax logit is the labe
 the optimizer's step counter after the last update.
 
 fused_batches itself is plain numpy (the flat padded copies and the buffers, kept between a
-thread's calls of the same small shapes) around one compiled kernel, fused_steps: each
-function numba compiles costs a typing, an LLVM optimisation and machine code of its own, and
-a cold run's compile time is mostly that (18.3 s before, 15.3 s after, for a default digits
-run on Zen 5). The helpers stay separate functions, not ``inline="always"``: inlined before
-typing they compiled faster still (14.6 s), but a kernel compiled in memory then computed
+thread's calls of the same small shapes) around one compiled kernel, fused_steps, that each
+thread runs: each function numba compiles costs a typing, an LLVM optimisation and machine
+code of its own, and a cold run's compile time is mostly that (18.3 s before, 15.3 s after,
+for a default digits run on Zen 5). Its threads are fastnn's, meeting at counters
+(kernels/atomic.py), rather than numba's parallel loops, whose parfor passes cost a cold
+digits run another 6-7 s (a warm-up of 15.6-17.2 s, 9.5-9.9 s without them, on a 2-core
+Zen 4). The helpers stay separate functions, not ``inline="always"``: inlined before typing
+they compiled no faster here (10.7 s), and a kernel compiled in memory once computed
 different bits from its copy loaded from numba's cache.
 """
 
 import math
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastnn.kernels.activations import (
@@ -54,7 +61,7 @@ from fastnn.kernels.activations import (
     vderivative_from_output,
     vrelu,
 )
-from fastnn.kernels.atomic import fetch_add
+from fastnn.kernels.atomic import fetch_add, load, yield_core
 from fastnn.kernels.optim import update_span
 from fastnn.kernels.simd import (
     BYTES,
@@ -73,7 +80,7 @@ from fastnn.kernels.simd import (
     vsum_lanes,
 )
 from fastnn.kernels.target import VECTOR_REGISTERS
-from numba import njit, prange
+from numba import njit
 
 FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
 
@@ -104,6 +111,11 @@ NARROW_INPUTS = 16  # per hidden unit, at least, for _forward_dots
 # units, 53-77 with 2; float64 22-30 vs 35-38. AVX-512: 4 units 68-96, 2 units 66-82).
 DOT_UNITS = 4 if VECTOR_REGISTERS >= 32 else 2
 PAD = 16  # elements (64 bytes or more) after each tile's gradients and counts
+# fused_steps' threads meet through counters, each on a cache line of its own: tickets for
+# tiles, tiles done, threads done updating, and a flag that one of them failed
+SYNC = 8  # int64s per counter
+TICKETS, DONE, UPDATED, ABORT = 0, SYNC, 2 * SYNC, 3 * SYNC
+SPINS = 2000  # atomic reads (a few microseconds) before a waiting thread yields its core
 ALIGN = 64  # bytes: where _aligned's arrays start
 
 
@@ -505,8 +517,9 @@ def _activate_rows(hid, H, m, code):
 def _workspace(dtype, T, S, size, HP, C, CP, narrow):
     """fused_steps' buffers: per tile a flat gradient of every parameter; per thread the
     tile's activations, their gradients, dL/dlogits and row numbers; the rows of a tile; per
-    thread its live rows (_live_rows); per tile loss and hit counts; W2 (HP, CP) for the
-    logits and their padding mask (0 for the C classes, -inf after); the tile counter."""
+    thread its live rows (_live_rows); per tile loss and hit counts; per thread W2 (HP, CP)
+    for the logits; their padding mask (0 for the C classes, -inf after); the threads'
+    counters (SYNC)."""
     mask = _aligned((CP,), dtype)
     mask[C:] = -np.inf
     return (
@@ -519,9 +532,9 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow):
         np.empty((T, 2, SPAN), dtype=np.int64),
         np.zeros((TILES_PER_THREAD * S, PAD)),
         np.zeros((TILES_PER_THREAD * S, PAD), dtype=np.int64),
-        _aligned((HP, CP), dtype),
+        _aligned((T, HP, CP), dtype),
         mask,
-        np.zeros(PAD, dtype=np.int64),
+        np.zeros(4 * SYNC, dtype=np.int64),
     )  # a narrow network's tiles leave W1's padding units unwritten: their gradient stays 0
 
 
@@ -620,14 +633,46 @@ def fused_batches(
         flat[...] = 0  # the padding too: a diverged call may have left NaN there
         _exchange(v, *params, narrow, True)
     theta, theta_s, theta_q = flats
-    loss_sum, correct, step = fused_steps(
-        X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
-        narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
-        weight_decay, step, T, S, work,
-    )  # fmt: skip
+    loss_t, correct_t, sync = work[7], work[8], work[11]
+    loss_t[...] = 0
+    correct_t[...] = 0
+    sync[...] = 0
+    args = (X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H,
+            C, narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
+            weight_decay, step)  # fmt: skip
+    step = _together(T, S, lambda t: fused_steps(*args, t, T, S, work), sync)
     for v, params in zip(views, slots, strict=True):
         _exchange(v, *params, narrow, False)
-    return loss_sum, correct, step
+    return sum(loss_t[:, 0].tolist()), int(correct_t[:, 0].sum()), step
+
+
+_helpers = threading.local()  # per calling thread: (process id, its pool of helper threads)
+
+
+def _together(T, S, run, sync):
+    """run(t) for t < T at once, t = 0 on this thread and the others on helper threads; run(0)'s
+    result. Each calling thread has helpers of its own (S - 1 at most), so that runs started
+    from several threads at once never wait on each other's; a failure in any thread sets
+    sync[ABORT], on which the others stop waiting."""
+    if T == 1:
+        return run(0)
+    kept = getattr(_helpers, "pool", None)
+    if kept is None or kept[0] != os.getpid():  # a forked child has none of its parent's threads
+        kept = _helpers.pool = (os.getpid(), ThreadPoolExecutor(S - 1, "fastnn-step"))
+
+    def guarded(t):
+        try:
+            return run(t)
+        except BaseException:
+            sync[ABORT] = 1
+            raise
+
+    helpers = [kept[1].submit(guarded, t) for t in range(1, T)]
+    try:
+        return guarded(0)
+    finally:
+        for h in helpers:
+            h.result()
 
 
 _kept = threading.local()  # per thread: the key and buffers of its last call, when small
@@ -654,81 +699,105 @@ def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used):
     return buffers
 
 
-@njit(parallel=True, fastmath=FASTMATH, **KERNEL)
+@njit(fastmath=FASTMATH, **KERNEL)
+def _wait(sync, i, target):
+    """Wait until sync[i] reaches target; False if a thread failed (sync[ABORT]) meanwhile.
+    After SPINS reads the waiting thread yields its core at each read: on a busy machine
+    another process's thread may need it, perhaps the one this thread waits for."""
+    spins = 0
+    while load(sync, i) < target:
+        if load(sync, ABORT):
+            return False
+        spins += 1
+        if spins >= SPINS:
+            yield_core()
+    return True
+
+
+@njit(nogil=True, fastmath=FASTMATH, **KERNEL)
 def fused_steps(
     X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
     narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay,
-    step, T, S, work,
+    step, t, T, S, work,
 ):  # fmt: skip
-    """The steps of fused_batches on its flat parameters, slots and buffers (``work``, from
-    _workspace); (loss_sum, correct, step)."""
+    """Thread t of the T that run the steps of fused_batches together (_together) on its flat
+    parameters, slots and buffers (``work``, from _workspace); the step counter after the last
+    step. Each step the threads claim tiles by tickets from one counter, wait until every
+    tile is done, sum the tiles' gradients and update a span of the parameters each, and wait
+    until every span is. A plain function run on threads of fastnn's own rather than numba's
+    parallel loops: numba's parfor passes more than doubled the compile time (7.5 s serial,
+    14.2 s with prange, on a 2-core Zen 4)."""
     slots = adam or use_velocity
     size = segments[4]
     W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
     HP, CP = b1p.size, b2p.size
-    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2p, mask, counter = work
+    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask, sync = work
+    W2p = W2ps[t]
     _transpose_into(W2p, W2T, H, C)
-    loss_t[:, 0] = 0
-    correct_t[:, 0] = 0
     most = max(S, min(TILES_PER_THREAD * S, PARTIAL_BYTES // (size * theta.itemsize)))
+    lo, hi = size * t // T, size * (t + 1) // T  # this thread's span of the update
+    base = 0  # the first ticket of this step: each step takes its tiles and one per thread
+    done = 0  # tiles of all steps so far
+    updated = 0  # updates of all steps so far, one per thread a step
     for b_start in range(start, stop, batch):
         n = min(batch, stop - b_start)
         inv_n = 1.0 / n
         tsize, tiles = _tiles(n, most)
-        counter[0] = 0
-        for t in prange(T):
-            while True:  # claim the next tile
-                k = fetch_add(counter, 0, 1)
-                if k >= tiles:
-                    break
-                gW1, gb1, gW2, gb2 = _views(grad[k], D, H, C, narrow)
-                for j in range(HP):
-                    gb1[j] = 0
-                for c in range(CP):
-                    gb2[c] = 0
-                first, last = b_start + k * tsize, min(b_start + (k + 1) * tsize, b_start + n)
-                for s0 in range(first, last, SPAN):
-                    m = min(SPAN, last - s0)
-                    m8 = (m + BLOCK - 1) // BLOCK * BLOCK
-                    for i in range(m8):  # a short last block repeats the last row, unused
-                        r = s0 + min(i, m - 1)
-                        rows[t, i] = index[r] if use_index else r
-                    if narrow:
-                        _forward_dots(X, rows[t], m8, W1p, b1p, H, hid[t])
-                    else:
-                        _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
-                    if narrow or (code != RELU and code != IDENTITY):
-                        _activate_rows(hid[t], H, m8, code)
-                    _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n, dz[t],
-                                  gb2, loss_t[k], correct_t[k])  # fmt: skip
-                    _rank_update(dz[t], tile_rows, C, m8, hid[t], tile_rows, gW2, s0 == first)
-                    _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
-                    if narrow:  # gW1 is (HP, D): a unit's gradient is a sum of input rows
-                        n_live = _live_rows(dhid[t], H, m8, rows[t], live[t])
-                        _rank_update(dhid[t], live[t, 0], H, n_live, X, live[t, 1], gW1,
-                                     s0 == first)  # fmt: skip
-                    else:
-                        _rank_update(X, rows[t], D, m8, dhid[t], tile_rows, gW1, s0 == first)
+        while True:  # claim the next tile
+            k = fetch_add(sync, TICKETS, 1) - base
+            if k >= tiles:
+                break
+            gW1, gb1, gW2, gb2 = _views(grad[k], D, H, C, narrow)
+            for j in range(HP):
+                gb1[j] = 0
+            for c in range(CP):
+                gb2[c] = 0
+            first, last = b_start + k * tsize, min(b_start + (k + 1) * tsize, b_start + n)
+            for s0 in range(first, last, SPAN):
+                m = min(SPAN, last - s0)
+                m8 = (m + BLOCK - 1) // BLOCK * BLOCK
+                for i in range(m8):  # a short last block repeats the last row, unused
+                    r = s0 + min(i, m - 1)
+                    rows[t, i] = index[r] if use_index else r
+                if narrow:
+                    _forward_dots(X, rows[t], m8, W1p, b1p, H, hid[t])
+                else:
+                    _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
+                if narrow or (code != RELU and code != IDENTITY):
+                    _activate_rows(hid[t], H, m8, code)
+                _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n, dz[t],
+                              gb2, loss_t[k], correct_t[k])  # fmt: skip
+                _rank_update(dz[t], tile_rows, C, m8, hid[t], tile_rows, gW2, s0 == first)
+                _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
+                if narrow:  # gW1 is (HP, D): a unit's gradient is a sum of input rows
+                    n_live = _live_rows(dhid[t], H, m8, rows[t], live[t])
+                    _rank_update(dhid[t], live[t, 0], H, n_live, X, live[t, 1], gW1,
+                                 s0 == first)  # fmt: skip
+                else:
+                    _rank_update(X, rows[t], D, m8, dhid[t], tile_rows, gW1, s0 == first)
+            fetch_add(sync, DONE, 1)
+        base += tiles + T
+        done += tiles
+        if not _wait(sync, DONE, done):
+            return step
         step += 1
         c1 = 1 - beta1**step
         c2 = 1 - beta2**step
-        for t in prange(T):  # sum the tiles' gradients in order and update, a span each
-            lo, hi = size * t // T, size * (t + 1) // T
-            g = grad[0, lo:hi]  # views from 0: see update_span
-            for u in range(1, tiles):
-                gu = grad[u, lo:hi]
-                for k in range(hi - lo):
-                    g[k] += gu[k]
-            for p in range(4):  # the span's part of each parameter; biases without decay
-                a, b = max(lo, segments[p]), min(hi, segments[p + 1])
-                decay = weight_decay if p % 2 == 0 else 0.0
-                if a < b:
-                    update_span(theta, grad[0], theta_s if slots else theta,
-                                theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
-                                use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
+        g = grad[0, lo:hi]  # sum the tiles' gradients in order, then update; views from 0:
+        for u in range(1, tiles):  # see update_span
+            gu = grad[u, lo:hi]
+            for k in range(hi - lo):
+                g[k] += gu[k]
+        for p in range(4):  # the span's part of each parameter; biases without decay
+            a, b = max(lo, segments[p]), min(hi, segments[p + 1])
+            decay = weight_decay if p % 2 == 0 else 0.0
+            if a < b:
+                update_span(theta, grad[0], theta_s if slots else theta,
+                            theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
+                            use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
+        fetch_add(sync, UPDATED, 1)
+        updated += T
+        if not _wait(sync, UPDATED, updated):
+            return step
         _transpose_into(W2p, W2T, H, C)
-    loss_sum, correct = 0.0, 0
-    for k in range(loss_t.shape[0]):
-        loss_sum += loss_t[k, 0]
-        correct += correct_t[k, 0]
-    return loss_sum, correct, step
+    return step

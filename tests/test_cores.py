@@ -1,4 +1,11 @@
-"""fastnn.cores: free cores from the machine's busy time less this process's own."""
+"""fastnn.cores: free cores from the machine's busy time less this process's own; the fused
+kernel's threads, whose results must not depend on how many run or what else runs."""
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +70,59 @@ def test_fused_training_is_bitwise_the_same_at_any_thread_count():
         results.append(ps)
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _fused_run(out: list) -> None:
+    """Three fused epochs of a network whose steps take several tiles, parameters into out."""
+    from fastnn.model import init_params
+    from fastnn.optim import Optimizer, init_state
+    from fastnn.train import train
+
+    be = get_backend("numba")
+    rng = np.random.default_rng(0)
+    X = rng.random((650, 20)).astype(np.float32)
+    y = rng.integers(0, 5, size=650)
+    ps = init_params((20, 30, 5), "relu", np.float32, rng)
+    opt = Optimizer("adam", 0.01)
+    train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=3,
+          batch_size=600, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+    out.extend(ps)
+
+
+def check_concurrent_fused_runs() -> None:
+    """Three fused runs started at once from three Python threads, each with helper threads
+    of its own, finish and give bitwise what one run alone gives."""
+    alone, together = [], [[] for _ in range(3)]
+    _fused_run(alone)
+    threads = [threading.Thread(target=_fused_run, args=(out,)) for out in together]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+        assert not t.is_alive(), "a fused run did not finish"
+    for out in together:
+        assert len(out) == len(alone)
+        for a, b in zip(alone, out, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_fused_runs_from_several_threads_at_once_match_a_run_alone():
+    pytest.importorskip("numba")
+    check_concurrent_fused_runs()
+
+
+def test_fused_runs_with_more_threads_than_cores_match_a_run_alone():
+    """4 threads a run (NUMBA_NUM_THREADS=4, and 4 cores as far as fastnn.cores can tell) on
+    any machine, 2 cores in CI: three runs at once, oversubscribed, wait for each other at
+    every step without hanging."""
+    pytest.importorskip("numba")
+    root = Path(__file__).resolve().parent
+    code = ("import os; os.cpu_count = lambda: 4; import test_cores; "
+            "test_cores.check_concurrent_fused_runs(); print('ok')")  # fmt: skip
+    env = {**os.environ, "NUMBA_NUM_THREADS": "4"}
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, env=env, capture_output=True,
+                         text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-3000:]
 
 
 @pytest.mark.parametrize("sizes, one_thread", [((20, 30, 5), True), ((20, 30, 30, 5), False)])

@@ -1,7 +1,7 @@
 """The numba backend: fastnn.kernels' fused JIT kernels behind the Backend interface.
 
 Two paths, chosen by shape in ``train_batches``: networks with one narrow hidden layer train
-whole runs of minibatches in one fused parallel kernel (kernels/step.py); every other network
+whole runs of minibatches in one fused multithreaded kernel (kernels/step.py); every other network
 uses BLAS matrix products with fused epilogues, softmax cross-entropy and optimizer updates.
 """
 
