@@ -6,14 +6,14 @@ q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
 ``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and labels y (N,).
-T threads run the steps together (this one and T - 1 helper threads of fastnn's own). In
-each step they claim tiles of the batch rows one at a time and run forward, softmax
-cross-entropy and backward for each into the tile's own gradient buffers; when every tile
-is done, each sums the tiles' gradients in tile order over its span of the parameters and
-applies the update; they meet again before the next step. No BLAS call, no Python between
-steps. How a step's rows are cut into tiles depends on S (the most threads the process may
-run) and not on T (those running this call), so the result is bitwise the same at any thread
-count. For narrow layers this is where
+T threads run the steps together (this one and T - 1 helper threads of fastnn's own,
+kernels/team.py). In each step they claim tiles of the batch rows one at a time and run
+forward, softmax cross-entropy and backward for each into the tile's own gradient buffers;
+when every tile is done, they claim chunks of the parameters, over which each sums the
+tiles' gradients in tile order and applies the update; they meet again before the next step.
+No BLAS call, no Python between steps. How a step's rows are cut into tiles depends on S
+(the most threads the process may run) and not on T (those running this call), so the
+result is bitwise the same at any thread count. For narrow layers this is where
 framework overhead dominates the peers, since each layer's matrix is too small for BLAS; for
 wider ones (up to a few hundred units) it still wins by reading the sampled rows in place and
 keeping all work on one thread pool.
@@ -49,9 +49,7 @@ different bits from its copy loaded from numba's cache.
 """
 
 import math
-import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from fastnn.kernels.activations import (
@@ -80,6 +78,7 @@ from fastnn.kernels.simd import (
     vsum_lanes,
 )
 from fastnn.kernels.target import VECTOR_REGISTERS
+from fastnn.kernels.team import team
 from numba import njit
 
 FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
@@ -111,10 +110,12 @@ NARROW_INPUTS = 16  # per hidden unit, at least, for _forward_dots
 # units, 53-77 with 2; float64 22-30 vs 35-38. AVX-512: 4 units 68-96, 2 units 66-82).
 DOT_UNITS = 4 if VECTOR_REGISTERS >= 32 else 2
 PAD = 16  # elements (64 bytes or more) after each tile's gradients and counts
-# fused_steps' threads meet through counters, each on a cache line of its own: tickets for
-# tiles, tiles done, threads done updating, and a flag that one of them failed
+# fused_steps' threads meet through counters, each on a cache line of its own, four per step:
+# tiles claimed, tiles done, update chunks claimed, update chunks done; after the last step's,
+# a flag that a thread failed
 SYNC = 8  # int64s per counter
-TICKETS, DONE, UPDATED, ABORT = 0, SYNC, 2 * SYNC, 3 * SYNC
+CLAIMED, DONE, UPDATE_CLAIMED, UPDATED = 0, SYNC, 2 * SYNC, 3 * SYNC
+UPDATE_CHUNK = 8192  # elements of the flat parameters a thread claims at a time to update
 SPINS = 2000  # atomic reads (a few microseconds) before a waiting thread yields its core
 ALIGN = 64  # bytes: where _aligned's arrays start
 
@@ -518,8 +519,7 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow):
     """fused_steps' buffers: per tile a flat gradient of every parameter; per thread the
     tile's activations, their gradients, dL/dlogits and row numbers; the rows of a tile; per
     thread its live rows (_live_rows); per tile loss and hit counts; per thread W2 (HP, CP)
-    for the logits; their padding mask (0 for the C classes, -inf after); the threads'
-    counters (SYNC)."""
+    for the logits; their padding mask (0 for the C classes, -inf after)."""
     mask = _aligned((CP,), dtype)
     mask[C:] = -np.inf
     return (
@@ -534,7 +534,6 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow):
         np.zeros((TILES_PER_THREAD * S, PAD), dtype=np.int64),
         _aligned((T, HP, CP), dtype),
         mask,
-        np.zeros(4 * SYNC, dtype=np.int64),
     )  # a narrow network's tiles leave W1's padding units unwritten: their gradient stays 0
 
 
@@ -633,46 +632,32 @@ def fused_batches(
         flat[...] = 0  # the padding too: a diverged call may have left NaN there
         _exchange(v, *params, narrow, True)
     theta, theta_s, theta_q = flats
-    loss_t, correct_t, sync = work[7], work[8], work[11]
+    loss_t, correct_t = work[7], work[8]
     loss_t[...] = 0
     correct_t[...] = 0
-    sync[...] = 0
+    sync = np.zeros((-(-(stop - start) // batch) * 4 + 1) * SYNC, dtype=np.int64)
     args = (X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H,
             C, narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
             weight_decay, step)  # fmt: skip
-    step = _together(T, S, lambda t: fused_steps(*args, t, T, S, work), sync)
+    errors = []
+
+    def failed(e):  # a helper's exception: the other threads stop waiting for it
+        errors.append(e)
+        sync[-SYNC] = 1
+
+    try:
+        if T == 1:
+            step = fused_steps(*args, 0, T, S, work, sync)
+        else:
+            step = team(S - 1).run(T, lambda t: fused_steps(*args, t, T, S, work, sync), failed)
+    except BaseException:
+        sync[-SYNC] = 1
+        raise
+    if errors:
+        raise RuntimeError("a thread of the fused training kernel failed") from errors[0]
     for v, params in zip(views, slots, strict=True):
         _exchange(v, *params, narrow, False)
     return sum(loss_t[:, 0].tolist()), int(correct_t[:, 0].sum()), step
-
-
-_helpers = threading.local()  # per calling thread: (process id, its pool of helper threads)
-
-
-def _together(T, S, run, sync):
-    """run(t) for t < T at once, t = 0 on this thread and the others on helper threads; run(0)'s
-    result. Each calling thread has helpers of its own (S - 1 at most), so that runs started
-    from several threads at once never wait on each other's; a failure in any thread sets
-    sync[ABORT], on which the others stop waiting."""
-    if T == 1:
-        return run(0)
-    kept = getattr(_helpers, "pool", None)
-    if kept is None or kept[0] != os.getpid():  # a forked child has none of its parent's threads
-        kept = _helpers.pool = (os.getpid(), ThreadPoolExecutor(S - 1, "fastnn-step"))
-
-    def guarded(t):
-        try:
-            return run(t)
-        except BaseException:
-            sync[ABORT] = 1
-            raise
-
-    helpers = [kept[1].submit(guarded, t) for t in range(1, T)]
-    try:
-        return guarded(0)
-    finally:
-        for h in helpers:
-            h.result()
 
 
 _kept = threading.local()  # per thread: the key and buffers of its last call, when small
@@ -701,12 +686,13 @@ def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used):
 
 @njit(fastmath=FASTMATH, **KERNEL)
 def _wait(sync, i, target):
-    """Wait until sync[i] reaches target; False if a thread failed (sync[ABORT]) meanwhile.
-    After SPINS reads the waiting thread yields its core at each read: on a busy machine
-    another process's thread may need it, perhaps the one this thread waits for."""
+    """Wait until sync[i] reaches target; False if a thread failed (the last counter of sync)
+    meanwhile. After SPINS reads the waiting thread yields its core at each read: on a busy
+    machine another process's thread may need it, perhaps the one this thread waits for."""
     spins = 0
+    failed = sync.size - SYNC
     while load(sync, i) < target:
-        if load(sync, ABORT):
+        if load(sync, failed):
             return False
         spins += 1
         if spins >= SPINS:
@@ -718,33 +704,33 @@ def _wait(sync, i, target):
 def fused_steps(
     X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
     narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay,
-    step, t, T, S, work,
+    step, t, T, S, work, sync,
 ):  # fmt: skip
-    """Thread t of the T that run the steps of fused_batches together (_together) on its flat
+    """Thread t of the T that run the steps of fused_batches together (kernels/team.py) on its flat
     parameters, slots and buffers (``work``, from _workspace); the step counter after the last
-    step. Each step the threads claim tiles by tickets from one counter, wait until every
-    tile is done, sum the tiles' gradients and update a span of the parameters each, and wait
-    until every span is. A plain function run on threads of fastnn's own rather than numba's
+    step. Each step the threads claim its tiles one at a time (sync: four counters a step),
+    wait until every tile is done, claim chunks of the parameters to sum the tiles'
+    gradients over and update, and wait until every chunk is. Work is claimed, never
+    assigned, so a thread that starts late (a helper thread waking up) takes what is left
+    and holds nobody up. A plain function on threads of fastnn's own rather than numba's
     parallel loops: numba's parfor passes more than doubled the compile time (7.5 s serial,
     14.2 s with prange, on a 2-core Zen 4)."""
     slots = adam or use_velocity
     size = segments[4]
     W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
     HP, CP = b1p.size, b2p.size
-    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask, sync = work
+    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask = work
     W2p = W2ps[t]
     _transpose_into(W2p, W2T, H, C)
     most = max(S, min(TILES_PER_THREAD * S, PARTIAL_BYTES // (size * theta.itemsize)))
-    lo, hi = size * t // T, size * (t + 1) // T  # this thread's span of the update
-    base = 0  # the first ticket of this step: each step takes its tiles and one per thread
-    done = 0  # tiles of all steps so far
-    updated = 0  # updates of all steps so far, one per thread a step
+    chunks = -(-size // UPDATE_CHUNK)
     for b_start in range(start, stop, batch):
         n = min(batch, stop - b_start)
         inv_n = 1.0 / n
         tsize, tiles = _tiles(n, most)
+        counters = (b_start - start) // batch * 4 * SYNC
         while True:  # claim the next tile
-            k = fetch_add(sync, TICKETS, 1) - base
+            k = fetch_add(sync, counters + CLAIMED, 1)
             if k >= tiles:
                 break
             gW1, gb1, gW2, gb2 = _views(grad[k], D, H, C, narrow)
@@ -775,29 +761,31 @@ def fused_steps(
                                  s0 == first)  # fmt: skip
                 else:
                     _rank_update(X, rows[t], D, m8, dhid[t], tile_rows, gW1, s0 == first)
-            fetch_add(sync, DONE, 1)
-        base += tiles + T
-        done += tiles
-        if not _wait(sync, DONE, done):
+            fetch_add(sync, counters + DONE, 1)
+        if not _wait(sync, counters + DONE, tiles):
             return step
         step += 1
         c1 = 1 - beta1**step
         c2 = 1 - beta2**step
-        g = grad[0, lo:hi]  # sum the tiles' gradients in order, then update; views from 0:
-        for u in range(1, tiles):  # see update_span
-            gu = grad[u, lo:hi]
-            for k in range(hi - lo):
-                g[k] += gu[k]
-        for p in range(4):  # the span's part of each parameter; biases without decay
-            a, b = max(lo, segments[p]), min(hi, segments[p + 1])
-            decay = weight_decay if p % 2 == 0 else 0.0
-            if a < b:
-                update_span(theta, grad[0], theta_s if slots else theta,
-                            theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
-                            use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
-        fetch_add(sync, UPDATED, 1)
-        updated += T
-        if not _wait(sync, UPDATED, updated):
+        while True:  # claim the next chunk to update
+            q = fetch_add(sync, counters + UPDATE_CLAIMED, 1)
+            if q >= chunks:
+                break
+            lo, hi = q * UPDATE_CHUNK, min((q + 1) * UPDATE_CHUNK, size)
+            g = grad[0, lo:hi]  # sum the tiles' gradients in order, then update; views
+            for u in range(1, tiles):  # from 0: see update_span
+                gu = grad[u, lo:hi]
+                for e in range(hi - lo):
+                    g[e] += gu[e]
+            for p in range(4):  # the chunk's part of each parameter; biases without decay
+                a, b = max(lo, segments[p]), min(hi, segments[p + 1])
+                decay = weight_decay if p % 2 == 0 else 0.0
+                if a < b:
+                    update_span(theta, grad[0], theta_s if slots else theta,
+                                theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
+                                use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
+            fetch_add(sync, counters + UPDATED, 1)
+        if not _wait(sync, counters + UPDATED, chunks):
             return step
-        _transpose_into(W2p, W2T, H, C)
-    return step
+        _transpose_into(W2p, W2T, H, C)  # a late thread's copy may mix steps: it takes no
+    return step  # tile of a step whose tiles were all claimed before its copy

@@ -1,0 +1,99 @@
+"""Helper threads that run a multithreaded kernel's threads beside the calling thread
+(kernels/step.py's fused_steps): the caller runs thread 0 at once and never waits for a
+helper, which joins the job when it wakes and takes whatever work is left unclaimed.
+
+Between jobs a helper waits in compiled code without the GIL, reading the job count and
+yielding its core after a few microseconds, for about IDLE_YIELDS yields (a few ms, longer
+than the Python between two calls of a short training loop), then sleeps on a condition. A
+helper that slept takes a scheduler wake-up (about 0.1 ms on these VMs) to join; one that
+waits joins within microseconds, as OpenMP's threads do, and gives its core to any other
+runnable thread meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+
+import numpy as np
+from fastnn.kernels.activations import KERNEL
+from fastnn.kernels.atomic import fetch_add, load, yield_core
+from numba import njit
+
+SPINS = 2000  # atomic reads (a few microseconds) before a waiting helper yields its core
+IDLE_YIELDS = 4000  # then yields (about 0.5 us each when nothing else runs) before it sleeps
+
+
+@njit(nogil=True, **KERNEL)
+def _next_job(board, seen, yields):
+    """board[0] once it is no longer ``seen``; ``seen`` if it still was after SPINS reads and
+    ``yields`` yields of the core."""
+    spins = 0
+    while True:
+        jobs = load(board, 0)
+        if jobs != seen:
+            return jobs
+        spins += 1
+        if spins > SPINS:
+            if spins - SPINS > yields:
+                return seen
+            yield_core()
+
+
+@njit(**KERNEL)
+def _post(board):
+    fetch_add(board, 0, 1)
+
+
+class Team:
+    """``helpers`` threads that run the threads t >= 1 of the jobs this thread posts."""
+
+    def __init__(self, helpers: int) -> None:
+        self.pid = os.getpid()
+        self.helpers = helpers
+        self._board = np.zeros(8, dtype=np.int64)  # the job count, alone on its cache line
+        self._job: tuple[int, Callable[[int], object], Callable[[BaseException], None]] | None
+        self._job = None
+        self._posted = threading.Condition()
+        for t in range(1, helpers + 1):
+            threading.Thread(target=self._serve, args=(t,), name=f"fastnn-{t}", daemon=True).start()
+
+    def run(self, T: int, run: Callable[[int], object], failed: Callable[[BaseException], None]):
+        """run(t) for t < T: run(0) here, whose result this returns, and each other t on a
+        helper as it comes (failed(exception) where one raises). The caller's run(0) must
+        finish the whole job alone if need be, and leave nothing for late helpers to do."""
+        self._job = (T, run, failed)
+        _post(self._board)
+        with self._posted:
+            self._posted.notify_all()
+        return run(0)
+
+    def _serve(self, t: int) -> None:
+        seen = 0
+        while True:
+            jobs = _next_job(self._board, seen, IDLE_YIELDS)
+            if jobs == seen:
+                with self._posted:
+                    self._posted.wait_for(lambda seen=seen: self._board[0] != seen)
+                    jobs = int(self._board[0])
+            seen = jobs
+            T, run, failed = self._job
+            if t < T:
+                try:
+                    run(t)
+                except BaseException as e:  # noqa: BLE001 (the caller re-raises it)
+                    failed(e)
+
+
+_teams = threading.local()  # per calling thread: its team
+
+
+def team(helpers: int) -> Team:
+    """This thread's team of at least ``helpers`` helper threads: runs started from several
+    threads at once never wait on each other's helpers. New in a forked child, which has none
+    of its parent's threads."""
+    current = getattr(_teams, "team", None)
+    if current is None or current.pid != os.getpid() or current.helpers < helpers:
+        current = _teams.team = Team(helpers)
+    return current
