@@ -78,7 +78,7 @@ from fastnn.kernels.simd import (
     vsum_lanes,
 )
 from fastnn.kernels.target import VECTOR_REGISTERS
-from fastnn.kernels.team import team
+from fastnn.kernels.team import linger, team
 from numba import njit
 
 FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
@@ -647,9 +647,11 @@ def fused_batches(
 
     try:
         if T == 1:
-            step = fused_steps(*args, 0, T, S, work, sync)
+            step = fused_steps(*args, 0, T, S, work, sync, sync, 0)
         else:
-            step = team(S - 1).run(T, lambda t: fused_steps(*args, t, T, S, work, sync), failed)
+            step = team(S - 1).run(
+                T, lambda t, board, job: fused_steps(*args, t, T, S, work, sync, board, job), failed
+            )
     except BaseException:
         sync[-SYNC] = 1
         raise
@@ -704,9 +706,10 @@ def _wait(sync, i, target):
 def fused_steps(
     X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
     narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay,
-    step, t, T, S, work, sync,
+    step, t, T, S, work, sync, board, job,
 ):  # fmt: skip
-    """Thread t of the T that run the steps of fused_batches together (kernels/team.py) on its flat
+    """Thread t of the T that run the steps of fused_batches together (kernels/team.py: job
+    ``job`` of its ``board``, where a helper lingers at the end) on its flat
     parameters, slots and buffers (``work``, from _workspace); the step counter after the last
     step. Each step the threads claim its tiles one at a time (sync: four counters a step),
     wait until every tile is done, claim chunks of the parameters to sum the tiles'
@@ -788,4 +791,6 @@ def fused_steps(
         if not _wait(sync, counters + UPDATED, chunks):
             return step
         _transpose_into(W2p, W2T, H, C)  # a late thread's copy may mix steps: it takes no
-    return step  # tile of a step whose tiles were all claimed before its copy
+    if t > 0:  # tile of a step whose tiles were all claimed before its copy
+        linger(board, job)
+    return step
