@@ -61,7 +61,7 @@ class Team:
         self.pid = os.getpid()
         self.helpers = helpers
         self._board = np.zeros(8, dtype=np.int64)  # the job count, alone on its cache line
-        self._job: tuple[int, Callable[[int], object], Callable[[BaseException], None]] | None
+        self._job: tuple[int, Callable[..., object], Callable[[BaseException], None]] | None
         self._job = None
         self._posted = threading.Condition()
         for t in range(1, helpers + 1):
