@@ -80,7 +80,10 @@ class Team:
         job = _post(self._board)
         with self._posted:
             self._posted.notify_all()
-        return run(0, self._board, job)
+        try:
+            return run(0, self._board, job)
+        finally:  # the job's arrays are the caller's again: no helper keeps them alive
+            self._job = None
 
     def _serve(self, t: int) -> None:
         seen = 0
@@ -91,12 +94,13 @@ class Team:
                     self._posted.wait_for(lambda seen=seen: self._board[0] != seen)
                     jobs = int(self._board[0])
             seen = jobs
-            T, run, failed = self._job
-            if t < T:
+            job = self._job  # None: the caller finished it alone
+            if job is not None and t < job[0]:
                 try:
-                    run(t, self._board, jobs)
+                    job[1](t, self._board, jobs)
                 except BaseException as e:  # noqa: BLE001 (the caller re-raises it)
-                    failed(e)
+                    job[2](e)
+            job = None  # nothing of a finished job stays referenced while this thread waits
 
 
 _teams = threading.local()  # per calling thread: its team

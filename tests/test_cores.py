@@ -1,10 +1,13 @@
 """fastnn.cores: free cores from the machine's busy time less this process's own; the fused
 kernel's threads, whose results must not depend on how many run or what else runs."""
 
+import gc
 import os
 import subprocess
 import sys
 import threading
+import time
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +107,32 @@ def check_concurrent_fused_runs() -> None:
         assert len(out) == len(alone)
         for a, b in zip(alone, out, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_fused_runs_keep_no_reference_to_the_data():
+    """Helper threads outlive a run; they must not keep its arrays (a user's 60000 x 784
+    training set) alive after it."""
+    pytest.importorskip("numba")
+    from fastnn.model import init_params
+    from fastnn.optim import Optimizer, init_state
+    from fastnn.train import train
+
+    be = get_backend("numba")
+    rng = np.random.default_rng(0)
+    X = rng.random((650, 20)).astype(np.float32)
+    y = rng.integers(0, 5, size=650)
+    ps = init_params((20, 30, 5), "relu", np.float32, rng)
+    opt = Optimizer("adam", 0.01)
+    with be.limit_threads(2):
+        train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=2,
+              batch_size=600, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+    data = weakref.ref(X)
+    del X
+    deadline = time.monotonic() + 5  # a helper may still be finishing its part
+    while data() is not None and time.monotonic() < deadline:
+        gc.collect()
+        time.sleep(0.01)
+    assert data() is None
 
 
 def test_fused_runs_from_several_threads_at_once_match_a_run_alone():
