@@ -50,45 +50,45 @@ def test_machine_busy_seconds_reads_this_machine():
     assert busy is None or busy > 0
 
 
-def test_fused_training_is_bitwise_the_same_at_any_thread_count():
-    """The thread count follows the free cores from one call to the next; the fused kernel
-    cuts rows into tiles by the most threads, so a trajectory cannot depend on it."""
-    numba = pytest.importorskip("numba")
+def _fused_problem():
+    """Data and initial parameters of a network whose fused steps take several tiles."""
     from fastnn.model import init_params
+
+    rng = np.random.default_rng(0)
+    X = rng.random((650, 20)).astype(np.float32)
+    y = rng.integers(0, 5, size=650)
+    return X, y, init_params((20, 30, 5), "relu", np.float32, rng)
+
+
+def _fused_train(X, y, ps: list, threads: int | None = None) -> None:
+    """Three fused Adam epochs of ps in place, on ``threads`` threads (else the free cores)."""
     from fastnn.optim import Optimizer, init_state
     from fastnn.train import train
 
     be = get_backend("numba")
-    rng = np.random.default_rng(0)
-    X = rng.random((650, 20)).astype(np.float32)
-    y = rng.integers(0, 5, size=650)
-    params = init_params((20, 30, 5), "relu", np.float32, rng)
     opt = Optimizer("adam", 0.01)
+    with be.limit_threads(threads):
+        train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=3,
+              batch_size=600, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+
+
+def test_fused_training_is_bitwise_the_same_at_any_thread_count():
+    """The thread count follows the free cores from one call to the next; the fused kernel
+    cuts rows into tiles by the most threads, so a trajectory cannot depend on it."""
+    numba = pytest.importorskip("numba")
+    X, y, params = _fused_problem()
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         ps = [p.copy() for p in params]
-        with be.limit_threads(threads):
-            train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=3,
-                  batch_size=600, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+        _fused_train(X, y, ps, threads)
         results.append(ps)
     for a, b in zip(*results, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def _fused_run(out: list) -> None:
-    """Three fused epochs of a network whose steps take several tiles, parameters into out."""
-    from fastnn.model import init_params
-    from fastnn.optim import Optimizer, init_state
-    from fastnn.train import train
-
-    be = get_backend("numba")
-    rng = np.random.default_rng(0)
-    X = rng.random((650, 20)).astype(np.float32)
-    y = rng.integers(0, 5, size=650)
-    ps = init_params((20, 30, 5), "relu", np.float32, rng)
-    opt = Optimizer("adam", 0.01)
-    train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=3,
-          batch_size=600, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+    X, y, ps = _fused_problem()
+    _fused_train(X, y, ps)
     out.extend(ps)
 
 
@@ -113,19 +113,8 @@ def test_fused_runs_keep_no_reference_to_the_data():
     """Helper threads outlive a run; they must not keep its arrays (a user's 60000 x 784
     training set) alive after it."""
     pytest.importorskip("numba")
-    from fastnn.model import init_params
-    from fastnn.optim import Optimizer, init_state
-    from fastnn.train import train
-
-    be = get_backend("numba")
-    rng = np.random.default_rng(0)
-    X = rng.random((650, 20)).astype(np.float32)
-    y = rng.integers(0, 5, size=650)
-    ps = init_params((20, 30, 5), "relu", np.float32, rng)
-    opt = Optimizer("adam", 0.01)
-    with be.limit_threads(2):
-        train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=2,
-              batch_size=600, shuffle=True, rng=np.random.default_rng(1))  # fmt: skip
+    X, y, ps = _fused_problem()
+    _fused_train(X, y, ps, threads=2)
     data = weakref.ref(X)
     del X
     deadline = time.monotonic() + 5  # a helper may still be finishing its part
