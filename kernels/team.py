@@ -23,6 +23,7 @@ from numba import njit
 
 SPINS = 2000  # atomic reads (a few microseconds) before a waiting helper yields its core
 IDLE_YIELDS = 4000  # then yields (about 0.5 us each when nothing else runs) before it sleeps
+OWNER_CHECK = 1.0  # seconds a sleeping helper waits between looks at whether its caller lives
 
 
 @njit(nogil=True, **KERNEL)
@@ -60,6 +61,7 @@ class Team:
     def __init__(self, helpers: int) -> None:
         self.pid = os.getpid()
         self.helpers = helpers
+        self._owner = threading.current_thread()  # its helpers end soon after it does
         self._board = np.zeros(8, dtype=np.int64)  # the job count, alone on its cache line
         self._job: tuple[int, Callable[..., object], Callable[[BaseException], None]] | None
         self._job = None
@@ -89,9 +91,11 @@ class Team:
         seen = 0
         while True:
             jobs = _next_job(self._board, seen, IDLE_YIELDS)
-            if jobs == seen:
+            while jobs == seen:
+                if not self._owner.is_alive():
+                    return  # no job can come: a thread per request must not leave helpers
                 with self._posted:
-                    self._posted.wait_for(lambda seen=seen: self._board[0] != seen)
+                    self._posted.wait_for(lambda seen=seen: self._board[0] != seen, OWNER_CHECK)
                     jobs = int(self._board[0])
             seen = jobs
             job = self._job  # None: the caller finished it alone

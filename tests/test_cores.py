@@ -124,6 +124,25 @@ def test_fused_runs_keep_no_reference_to_the_data():
     assert data() is None
 
 
+def test_helper_threads_end_after_the_thread_they_serve():
+    """A fit on a thread of its own (a thread per request, say) leaves no helper threads
+    behind once that thread has ended."""
+    pytest.importorskip("numba")
+
+    def helpers() -> int:
+        return sum(t.name.startswith("fastnn-") for t in threading.enumerate())
+
+    before = helpers()
+    X, y, ps = _fused_problem()
+    fit = threading.Thread(target=_fused_train, args=(X, y, ps, 2))
+    fit.start()
+    fit.join()
+    deadline = time.monotonic() + 10  # a sleeping helper looks at its caller every second
+    while helpers() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert helpers() == before
+
+
 def test_fused_runs_from_several_threads_at_once_match_a_run_alone():
     pytest.importorskip("numba")
     check_concurrent_fused_runs()
