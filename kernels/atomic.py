@@ -11,6 +11,7 @@ from numba.extending import intrinsic
 
 # the C library's "give this core to another runnable thread" call
 _YIELD = "SwitchToThread" if sys.platform == "win32" else "sched_yield"
+SPINS = 2000  # atomic reads (a few microseconds) before a waiting thread starts yielding its core
 
 
 def _check_int64(a):

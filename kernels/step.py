@@ -59,7 +59,7 @@ from fastnn.kernels.activations import (
     vderivative_from_output,
     vrelu,
 )
-from fastnn.kernels.atomic import fetch_add, load, yield_core
+from fastnn.kernels.atomic import SPINS, fetch_add, load, yield_core
 from fastnn.kernels.optim import update_span
 from fastnn.kernels.simd import (
     BYTES,
@@ -116,7 +116,6 @@ PAD = 16  # elements (64 bytes or more) after each tile's gradients and counts
 SYNC = 8  # int64s per counter
 CLAIMED, DONE, UPDATE_CLAIMED, UPDATED = 0, SYNC, 2 * SYNC, 3 * SYNC
 UPDATE_CHUNK = 8192  # elements of the flat parameters a thread claims at a time to update
-SPINS = 2000  # atomic reads (a few microseconds) before a waiting thread yields its core
 ALIGN = 64  # bytes: where _aligned's arrays start
 
 
@@ -288,8 +287,8 @@ def _forward_pair(X, rows, m, k0, k1, W1p, b1p, relu, hid, j0, j1):
     """_forward_rows' inputs k0:k1 for the vectors j0, j1 of every block of 4 rows (b1p first
     when k0 is 0, relu last when asked). Pairs and triples have loops of their own, each
     compiled with only its accumulators live: a third column carried through a pair's loop
-    spilled accumulators on AVX2's 16 registers (pair 43 -> 82-93 GFLOP/s on one Zen 4 core,
-    haswell target)."""
+    spilled accumulators on AVX2's 16 registers (784x128 on one Zen 4 core, haswell target:
+    45-47 -> 93-102 GFLOP/s)."""
     P = hid.shape[1]
     for b in range(0, m, 4):
         ks = b, b + 1, b + 2, b + 3
@@ -647,7 +646,7 @@ def fused_batches(
 
     try:
         if T == 1:
-            step = fused_steps(*args, 0, T, S, work, sync, sync, 0)
+            step = fused_steps(*args, 0, T, S, work, sync, sync, 0)  # thread 0: no board
         else:
             step = team(S - 1).run(
                 T, lambda t, board, job: fused_steps(*args, t, T, S, work, sync, board, job), failed

@@ -18,10 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 from fastnn.kernels.activations import KERNEL
-from fastnn.kernels.atomic import fetch_add, load, yield_core
+from fastnn.kernels.atomic import SPINS, fetch_add, load, yield_core
 from numba import njit
 
-SPINS = 2000  # atomic reads (a few microseconds) before a waiting helper yields its core
 IDLE_YIELDS = 4000  # then yields (about 0.5 us each when nothing else runs) before it sleeps
 OWNER_CHECK = 1.0  # seconds a sleeping helper waits between looks at whether its caller lives
 
