@@ -258,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         validation = (X_val, y_val)
     if model is None:
         model = _new_model(run, len(X_train))
-    model.set_params(n_threads=args.threads, verbose=2 if _show_progress(args) else 0)
+    model.set_params(n_threads=args.threads, verbose=0, progress=_show_progress(args))
     checkpoint_dir = Path(args.checkpoint_dir or args.resume or Path(args.out).with_suffix(".ckpt"))
     done = len(model.loss_curve_) if args.resume else 0
     interrupted = _InterruptFlag()

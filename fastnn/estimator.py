@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Tags
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -39,8 +40,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     same (README lists the differences); ``backend`` ("auto" or one of
     ``fastnn.backends.backend_names()``), ``dtype`` ("float32", "float64") and ``n_threads`` are
     fastnn's. ``batch_size`` also takes
-    "full" (full-batch gradient descent). ``verbose=True`` prints the loss per epoch;
-    ``verbose=2`` shows a progress bar. ``warm_up_seconds_`` is the time the last fit spent
+    "full" (full-batch gradient descent). ``verbose`` prints scikit-learn's "Iteration N, loss
+    = ..." line per epoch; ``progress=True`` (fastnn's) draws a progress bar on stderr
+    instead. ``warm_up_seconds_`` is the time the last fit spent
     before its first epoch compiling (or loading) the backend's kernels.
     """
 
@@ -72,6 +74,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         backend: str = "auto",
         dtype: str = "float32",
         n_threads: int | None = None,
+        progress: bool = False,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -98,6 +101,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.backend = backend
         self.dtype = dtype
         self.n_threads = n_threads
+        self.progress = progress
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
@@ -111,6 +115,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         state (weights, optimizer state, random generator) when ``warm_start``."""
         return self._fit(X, y, incremental=False, classes=None)
 
+    @available_if(lambda self: self.solver != "lbfgs")  # as scikit-learn: lbfgs has none
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
         """One epoch over (X, y), continuing from the current state; the first call needs
         ``classes``, every label that any later call may contain."""
@@ -168,10 +173,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if X_val is not None:
             validation = (backend.asarray(X_val), backend.asarray(y_val))
         callbacks: list[Any] = []
-        if self.verbose >= 2:
+        if self.progress:
             epochs = 1 if incremental else self.max_iter
             callbacks.append(ProgressBar(len(self.loss_curve_) + epochs))
-        elif self.verbose:
+        if self.verbose:
             callbacks.append(_PrintLoss())
 
         self.n_iter_ = 0
@@ -234,12 +239,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _initialize(self, X: np.ndarray, y: np.ndarray, classes: Any) -> None:
         """Fresh weights, optimizer state, generator and convergence bookkeeping."""
         labels = np.unique(y) if classes is None else np.unique(classes)
-        if len(labels) < 2:
-            raise ValueError(
-                f"y has 1 class ({labels.tolist()[0]!r}); a classifier needs at least 2"
-                if len(labels)
-                else "y is empty; a classifier needs samples of at least 2 classes"
-            )
+        if not len(labels):
+            raise ValueError("classes is empty; pass every label the model will see")
         self.classes_ = labels
         self._reset_progress()
         sizes = layer_sizes(X.shape[1], self._hidden(), len(labels))
@@ -286,7 +287,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 X,
                 y_idx,
                 test_size=self.validation_fraction,
-                stratify=y_idx,
+                stratify=_one_hot(y_idx, len(self.classes_)),
                 random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
             )
         except ValueError as exc:  # too few samples of some class to stratify
@@ -557,7 +558,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             _check_integer("n_iter_no_change", self.n_iter_no_change,
                            "a positive integer or np.inf")  # fmt: skip
         _check_integer("max_iter", self.max_iter)
-        for name in ("shuffle", "warm_start", "early_stopping", "nesterovs_momentum"):
+        for name in ("shuffle", "warm_start", "early_stopping", "nesterovs_momentum", "progress"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(
                     f"{name}={getattr(self, name)!r} is invalid; expected True or False"
@@ -619,6 +620,14 @@ def _generator(random_state: Any) -> np.random.Generator:
     raise ValueError(
         f"random_state must be None, an integer or a numpy RandomState; got {random_state!r}"
     )
+
+
+def _one_hot(y_idx: np.ndarray, n_classes: int) -> np.ndarray:
+    """scikit-learn's representation of class labels for a stratified split: one boolean
+    column per class, a single column for two, so that the split and its errors (which
+    name the rows' strings, e.g. 'True') are scikit-learn's."""
+    onehot = y_idx[:, None] == np.arange(n_classes)
+    return onehot[:, 1:] if n_classes == 2 else onehot
 
 
 def _check_2d(X: Any) -> None:

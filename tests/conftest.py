@@ -42,3 +42,12 @@ def digits():
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def pytest_collection_modifyitems(items):
+    """A test module may mark its own items one by one with a ``mark_item(item)`` function
+    (tests/test_sklearn_suite.py marks the scikit-learn tests it loads)."""
+    for item in items:
+        mark = getattr(getattr(item, "module", None), "mark_item", None)
+        if mark is not None:
+            mark(item)

@@ -170,15 +170,35 @@ def test_bad_parameters_are_named_in_the_error(digits, params, message):
         MLPClassifier(**params).fit(digits.X_train, digits.y_train)
 
 
+def test_one_class_fits_and_predicts_it(digits):
+    # as scikit-learn: a y of one label is a model that always predicts it
+    model = MLPClassifier((4,), max_iter=2).fit(digits.X_train[:20], np.full(20, 7))
+    assert model.classes_.tolist() == [7]
+    assert model.predict(digits.X_test[:5]).tolist() == [7] * 5
+    np.testing.assert_array_equal(model.predict_proba(digits.X_test[:5]), np.ones((5, 1)))
+
+
 def test_bad_data_errors(digits):
-    with pytest.raises(ValueError, match="1 class"):
-        MLPClassifier().fit(digits.X_train[:5], np.zeros(5))
     model = MLPClassifier((4,), max_iter=1).fit(digits.X_train, digits.y_train)
     with pytest.raises(ValueError, match="X has 10 features, but MLPClassifier is expecting 64"):
         model.predict(np.zeros((3, 10)))
 
 
 def test_progress_bar_reports_each_epoch(digits, capsys):
-    MLPClassifier((8,), max_iter=2, verbose=2, random_state=0).fit(digits.X_train, digits.y_train)
-    err = capsys.readouterr().err
+    MLPClassifier((8,), max_iter=2, progress=True, random_state=0).fit(
+        digits.X_train, digits.y_train
+    )
+    out, err = capsys.readouterr()
     assert "epoch 1/2" in err and "epoch 2/2" in err and "loss=" in err and "acc=" in err
+    assert out == ""
+
+
+@pytest.mark.parametrize("verbose", [True, 2, 10])
+def test_verbose_prints_scikit_learns_lines(digits, capsys, verbose):
+    model = MLPClassifier((8,), max_iter=2, verbose=verbose, random_state=0)
+    model.fit(digits.X_train, digits.y_train)
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines == [f"Iteration {i}, loss = {loss:.8f}" for i, loss in
+                     enumerate(model.loss_curve_, 1)]  # fmt: skip
+    assert "epoch" not in err
