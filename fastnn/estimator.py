@@ -23,6 +23,7 @@ from fastnn.backends import backend_names, get_backend
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
 from fastnn.errors import ModelFileError
 from fastnn.io import DTYPES, load_model_file, save_model_file
+from fastnn.lbfgs import fit_lbfgs
 from fastnn.model import init_params, layer_sizes, predict_proba
 from fastnn.optim import SOLVERS, Optimizer, OptimizerState, init_state
 from fastnn.train import EpochStats, ProgressBar, train
@@ -71,6 +72,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         beta_2: float = 0.999,
         epsilon: float = 1e-8,
         n_iter_no_change: int = 10,
+        max_fun: int = 15000,
         backend: str = "auto",
         dtype: str = "float32",
         n_threads: int | None = None,
@@ -98,6 +100,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.beta_2 = beta_2
         self.epsilon = epsilon
         self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
         self.backend = backend
         self.dtype = dtype
         self.n_threads = n_threads
@@ -155,6 +158,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 f"partial_fit, which had {self.classes_.tolist()!r}"
             )
         y_idx = self._label_indices(y)
+        if self.solver == "lbfgs":  # early_stopping does not apply, as in scikit-learn
+            return self._fit_lbfgs(backend, X, y_idx)
 
         X_val = y_val = None
         if self.early_stopping:
@@ -213,6 +218,34 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(
                 f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
                 "optimization hasn't converged yet.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        return self
+
+    def _fit_lbfgs(self, backend: Any, X: np.ndarray, y_idx: np.ndarray) -> MLPClassifier:
+        """Full-batch L-BFGS-B from the current weights (fastnn.lbfgs): ``max_iter``
+        iterations at most, ``max_fun`` loss evaluations, ``tol`` on the gradient."""
+        params = [backend.asarray(p, dtype=X.dtype) for p in self._params_arrays()]
+        self.warm_up_seconds_ = 0.0  # no kernel to compile ahead: BLAS and epilogues
+        with backend.limit_threads(self.n_threads):
+            result = fit_lbfgs(
+                backend, params, backend.asarray(X), backend.asarray(y_idx),
+                activation=self._activation(), alpha=self.alpha, max_iter=self.max_iter,
+                max_fun=self.max_fun, tol=self.tol,
+            )  # fmt: skip
+        self._set_params_arrays([backend.to_numpy(p) for p in params])
+        self.n_iter_ = result.n_iter
+        self.loss_ = result.loss
+        self.t_ += X.shape[0] * result.n_iter
+        if self.verbose:
+            print(f"L-BFGS-B: {result.n_iter} iterations, {result.n_evaluations} loss "
+                  f"evaluations, loss = {result.loss:.8f}: {result.message}")  # fmt: skip
+        if not result.converged:
+            warnings.warn(
+                f"lbfgs failed to converge after {result.n_iter} iteration(s) "
+                f"({result.message}). Increase the number of iterations (max_iter) or the "
+                "number of loss evaluations (max_fun), or scale the data.",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -540,7 +573,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 f"got {self.hidden_layer_sizes!r}"
             )
         _check_choice("activation", self.activation, (*HIDDEN_ACTIVATIONS, *ACTIVATION_ALIASES))
-        _check_choice("solver", self.solver, SOLVERS)
+        _check_choice("solver", self.solver, (*SOLVERS, "lbfgs"))
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("backend", self.backend, backend_names())
         _check_number("learning_rate_init", self.learning_rate_init, low=0, low_open=True)
@@ -558,6 +591,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             _check_integer("n_iter_no_change", self.n_iter_no_change,
                            "a positive integer or np.inf")  # fmt: skip
         _check_integer("max_iter", self.max_iter)
+        _check_integer("max_fun", self.max_fun)
         for name in ("shuffle", "warm_start", "early_stopping", "nesterovs_momentum", "progress"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ValueError(

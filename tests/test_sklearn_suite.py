@@ -43,18 +43,13 @@ PRIVATE = {
     "_no_improvement_count and t_ to inject weights and optimizer state",
     "test_learning_rate_warmstart": "reads _optimizer.learning_rate",
     "test_adaptive_learning_rate": "reads _optimizer.learning_rate",
+    "test_gradient": "calls _loss_grad_lbfgs",
 }
-LBFGS = "solver='lbfgs' is not implemented yet"
 # test (name, or name[parameter id]) -> why fastnn fails it today; strict: a pass is an error
 EXPECTED_FAILURES = {
-    "test_gradient": LBFGS,
-    "test_lbfgs_classification": LBFGS,
-    "test_lbfgs_classification_maxfun": LBFGS + " (nor max_fun)",
-    "test_multilabel_classification": LBFGS + "; multi-label y is not supported",
-    "test_predict_proba_multilabel": LBFGS + "; multi-label y is not supported",
-    "test_sparse_matrices": LBFGS + "; sparse X is not accepted",
-    "test_warm_start": LBFGS,
-    "test_mlp_warm_start_no_convergence[lbfgs-": LBFGS,
+    "test_multilabel_classification": "multi-label y (an indicator matrix) is not supported",
+    "test_predict_proba_multilabel": "multi-label y (an indicator matrix) is not supported",
+    "test_sparse_matrices": "sparse X is not accepted",
     "test_mlp_param_dtypes[": "float64 data trains in float32 (dtype='float32' is fastnn's "
     "default, for speed)",
 }

@@ -1,0 +1,104 @@
+"""solver="lbfgs": scipy's L-BFGS-B over the backend's loss and gradient of the whole data.
+
+The objective is scikit-learn's: the mean cross-entropy plus ``alpha / 2`` times the sum of
+the squared weights (not biases) over the number of samples. scipy works in float64 on one
+flat vector; each evaluation unpacks it into the network's dtype on the backend, runs one
+forward and backward pass over every row (``Backend.loss_and_grads``), and packs the gradient
+back. Nothing here is an L-BFGS of fastnn's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+
+from fastnn.backends.base import Backend
+
+
+@dataclass(frozen=True)
+class LbfgsResult:
+    """What scipy reports: iterations, loss evaluations, the final objective, whether it
+    converged and scipy's message."""
+
+    n_iter: int
+    n_evaluations: int
+    loss: float
+    converged: bool
+    message: str
+
+
+class Objective:
+    """scikit-learn's L-BFGS objective of a network shaped like ``params`` on (X, y_idx), as a
+    function of one flat float64 vector of the parameters in the order of ``params``."""
+
+    def __init__(self, backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str,
+                 alpha: float) -> None:  # fmt: skip
+        self.backend, self.X, self.y_idx = backend, X, y_idx
+        self.activation, self.alpha = activation, alpha
+        self.shapes = [tuple(p.shape) for p in params]
+        sizes = [int(np.prod(s)) for s in self.shapes]
+        self.ends = np.cumsum(sizes)
+        self.starts = self.ends - sizes
+        self.dtype = params[0].dtype
+
+    def pack(self, params: list[Any]) -> np.ndarray:
+        return np.concatenate([self.backend.to_numpy(p).ravel() for p in params]).astype(np.float64)
+
+    def unpack(self, theta: np.ndarray) -> list[Any]:
+        return [
+            self.backend.asarray(theta[a:b].reshape(s), dtype=self.dtype)
+            for a, b, s in zip(self.starts, self.ends, self.shapes, strict=True)
+        ]
+
+    def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
+        """(objective, its gradient) at ``theta``."""
+        n = self.X.shape[0]
+        loss, _, grads = self.backend.loss_and_grads(
+            self.unpack(theta), self.X, self.y_idx, self.activation
+        )
+        gradient = np.empty_like(theta)
+        penalty = 0.0
+        for i, (a, b, g) in enumerate(zip(self.starts, self.ends, grads, strict=True)):
+            gradient[a:b] = self.backend.to_numpy(g).ravel()
+            if i % 2 == 0:  # weights (not biases): the L2 penalty
+                gradient[a:b] += (self.alpha / n) * theta[a:b]
+                penalty += float(theta[a:b] @ theta[a:b])
+        return float(loss) + 0.5 * self.alpha * penalty / n, gradient
+
+
+def fit_lbfgs(
+    backend: Backend,
+    params: list[Any],
+    X: Any,
+    y_idx: Any,
+    *,
+    activation: str,
+    alpha: float,
+    max_iter: int,
+    max_fun: int,
+    tol: float,
+) -> LbfgsResult:
+    """Minimise the Objective over ``params`` (updated in place) from their current values,
+    for at most ``max_iter`` iterations and ``max_fun`` loss evaluations, stopping when the
+    largest gradient component falls below ``tol`` (scipy's ``gtol``)."""
+    objective = Objective(backend, params, X, y_idx, activation, alpha)
+    with np.errstate(over="ignore", invalid="ignore"):  # a wild trial step: scipy backs off
+        result = scipy.optimize.minimize(
+            objective,
+            objective.pack(params),
+            method="L-BFGS-B",
+            jac=True,
+            options={"maxiter": max_iter, "maxfun": max_fun, "gtol": tol},
+        )
+    for p, q in zip(params, objective.unpack(result.x), strict=True):
+        p[...] = q
+    return LbfgsResult(
+        n_iter=min(int(result.nit), max_iter),
+        n_evaluations=int(result.nfev),
+        loss=float(result.fun),
+        converged=bool(result.success),
+        message=str(result.message),
+    )
