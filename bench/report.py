@@ -31,7 +31,10 @@ all. Generated; do not edit by hand.
 
 One round is one training epoch over 60000 x 784 float32 samples (`inference`: predict_proba on
 10000; `fit-*`: one `MLPClassifier.fit` of 10 epochs on those samples, or of 200 epochs on
-digits' 1437 training images, each round with the next seed; `concurrent`: two identical
+digits' 1437 training images, each round with the next seed; `fit-digits-lbfgs`: one fit with
+`solver="lbfgs"`, `max_iter=200`, to scikit-learn's default `tol`, samples/s counting the
+training images once and no GFLOP/s, as each implementation takes its own number of iterations;
+`concurrent`: two identical
 trainings of `small`, {CONCURRENT.rows} samples x {CONCURRENT.epochs} epochs each, started at once
 in two processes: the round's time is the slower one's, samples/s and GFLOP/s are one
 training's, and the note compares each with the same training alone). GFLOP/s counts the
@@ -58,8 +61,8 @@ def table(rows: list[dict], sgemm_gflops: float) -> str:
         cells += [
             f"{r['median']:.4f}",
             f"{r['samples_per_second']:,.0f}",
-            f"{r['gflops']:.1f}",
-            f"{100 * r['gflops'] / sgemm_gflops:.0f}%",
+            "" if r["gflops"] is None else f"{r['gflops']:.1f}",
+            "" if r["gflops"] is None else f"{100 * r['gflops'] / sgemm_gflops:.0f}%",
         ]
         for p in peers:
             peer = medians.get((r["workload"], p))
@@ -71,17 +74,18 @@ def table(rows: list[dict], sgemm_gflops: float) -> str:
     return "\n".join(lines)
 
 
-def kernel_path(impl: str, sizes: tuple[int, ...], inference: bool = False) -> str:
+def kernel_path(impl: str, sizes: tuple[int, ...], layered: bool = False) -> str:
     """The code that ran a fastnn row: "fused" or "layered" (numba, as
-    ``fastnn.backends.numba.kernel_path`` decides; inference is always layered: BLAS products
-    with fused epilogues), "reference" (numpy); "" for the peers and other backends."""
+    ``fastnn.backends.numba.kernel_path`` decides; ``layered`` where the workload always runs
+    BLAS products with fused epilogues: inference, and lbfgs's loss and gradient of the whole
+    data), "reference" (numpy); "" for the peers and other backends."""
     if impl == "fastnn-numpy":
         return "reference"
     if impl != "fastnn-numba":
         return ""
     from fastnn.backends.numba import kernel_path as numba_path
 
-    return "layered" if inference else numba_path(sizes)
+    return "layered" if layered else numba_path(sizes)
 
 
 def target() -> tuple[str, str, int]:

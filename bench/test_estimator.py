@@ -16,7 +16,7 @@ from bench.workloads import FIT_WORKLOADS, FitWorkload
 from fastnn.backends import backend_names, unavailable_reason
 
 IMPLEMENTATIONS = [*(f"fastnn-{b}" for b in backend_names() if b != "auto"), "sklearn"]
-ROUNDS = {"fit-mnist": 3, "fit-digits": 5}
+ROUNDS = {"fit-mnist": 3, "fit-digits": 5, "fit-digits-lbfgs": 5}
 
 
 def estimator(impl: str, w: FitWorkload, seed: int):
@@ -65,7 +65,7 @@ def test_fit(benchmark, workload, impl, mnist_like, digits_split, record):
     model = round_()  # warm-up (JIT compilation); reported, not timed
     first_call = time.perf_counter() - t0
     settle()
-    assert model.n_iter_ == w.epochs
+    assert model.n_iter_ == w.epochs or (w.solver == "lbfgs" and model.n_iter_ < w.epochs)
     fitted.clear()
     benchmark.group = workload
     benchmark.name = impl

@@ -67,7 +67,8 @@ def synthetic_mnist(seed: int = 0, n: int = N_TRAIN) -> tuple[np.ndarray, np.nda
 @dataclass(frozen=True)
 class FitWorkload:
     """``MLPClassifier.fit`` with the same hyperparameters in fastnn and scikit-learn: hidden
-    (100,), adam, batch 200, a fixed number of epochs (no stopping on a plateau)."""
+    (100,), adam, batch 200, a fixed number of epochs (no stopping on a plateau); or lbfgs
+    with ``epochs`` as max_iter, stopping where it converges (scikit-learn's default tol)."""
 
     name: str
     data: str  # "mnist-like" (synthetic 60000 x 784) or "digits" (scikit-learn's, 80% train)
@@ -76,6 +77,7 @@ class FitWorkload:
     batch_size: int = 200
     n_train: int = N_TRAIN
     n_features: int = N_FEATURES
+    solver: str = "adam"
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -83,19 +85,22 @@ class FitWorkload:
 
     def estimator_params(self, seed: int) -> dict:
         return dict(
-            hidden_layer_sizes=self.hidden, solver="adam", batch_size=self.batch_size,
+            hidden_layer_sizes=self.hidden, solver=self.solver, batch_size=self.batch_size,
             learning_rate_init=0.001, alpha=1e-4, max_iter=self.epochs,
             n_iter_no_change=self.epochs, shuffle=True, random_state=seed,
         )  # fmt: skip
 
     @property
-    def flops(self) -> float:
+    def flops(self) -> float | None:
+        """None for lbfgs: its iterations and loss evaluations differ per implementation."""
+        if self.solver == "lbfgs":
+            return None
         macs = [a * b for a, b in zip(self.sizes[:-1], self.sizes[1:], strict=False)]
         return 2.0 * self.epochs * self.n_train * (2 * sum(macs) + sum(macs[1:]))
 
     @property
     def samples(self) -> int:
-        return self.epochs * self.n_train
+        return self.n_train if self.solver == "lbfgs" else self.epochs * self.n_train
 
 
 FIT_WORKLOADS = {
@@ -103,6 +108,9 @@ FIT_WORKLOADS = {
     for w in [
         FitWorkload("fit-mnist", "mnist-like", epochs=10),
         FitWorkload("fit-digits", "digits", epochs=200, n_train=1437, n_features=64),
+        FitWorkload(
+            "fit-digits-lbfgs", "digits", epochs=200, n_train=1437, n_features=64, solver="lbfgs"
+        ),  # fmt: skip
     ]
 }
 
