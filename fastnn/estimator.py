@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
@@ -108,7 +109,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False  # dense backends: the error says to call .toarray()
+        tags.input_tags.sparse = True  # densified a minibatch at a time (dense_rows)
         tags.classifier_tags.multi_label = False
         return tags
 
@@ -134,7 +135,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         backend = get_backend(self.backend)
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
         _check_2d(X)
-        X, y = validate_data(self, X, y, dtype=self.dtype, reset=first)
+        X, y = validate_data(self, X, y, dtype=self.dtype, reset=first, accept_sparse="csr")
         check_classification_targets(y)
         if first:
             if incremental and classes is None:
@@ -173,10 +174,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         opt = self._optimizer(batch)
         params = [backend.asarray(p, dtype=X.dtype) for p in self._params_arrays()]
         state = self._resume_state(backend, opt, params)
-        X, y_idx = backend.asarray(X), backend.asarray(y_idx)
+        X, y_idx = _on_backend(backend, X), backend.asarray(y_idx)
         validation = None
         if X_val is not None:
-            validation = (backend.asarray(X_val), backend.asarray(y_val))
+            validation = (_on_backend(backend, X_val), backend.asarray(y_val))
         callbacks: list[Any] = []
         if self.progress:
             epochs = 1 if incremental else self.max_iter
@@ -230,7 +231,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.warm_up_seconds_ = 0.0  # no kernel to compile ahead: BLAS and epilogues
         with backend.limit_threads(self.n_threads):
             result = fit_lbfgs(
-                backend, params, backend.asarray(X), backend.asarray(y_idx),
+                backend, params, _on_backend(backend, X), backend.asarray(y_idx),
                 activation=self._activation(), alpha=self.alpha, max_iter=self.max_iter,
                 max_fun=self.max_fun, tol=self.tol,
             )  # fmt: skip
@@ -395,11 +396,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Class probabilities, one row per sample, columns in the order of ``classes_``."""
         check_is_fitted(self, "coefs_")
         _check_2d(X)
-        X = validate_data(self, X, dtype=self.coefs_[0].dtype, reset=False)
+        X = validate_data(self, X, dtype=self.coefs_[0].dtype, reset=False, accept_sparse="csr")
         backend = get_backend(self.backend)
         params = [backend.asarray(p) for p in self._params_arrays()]
         with backend.limit_threads(self.n_threads):
-            return predict_proba(backend, params, backend.asarray(X), self._activation())
+            return predict_proba(backend, params, _on_backend(backend, X), self._activation())
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log of ``predict_proba``."""
@@ -662,6 +663,12 @@ def _one_hot(y_idx: np.ndarray, n_classes: int) -> np.ndarray:
     name the rows' strings, e.g. 'True') are scikit-learn's."""
     onehot = y_idx[:, None] == np.arange(n_classes)
     return onehot[:, 1:] if n_classes == 2 else onehot
+
+
+def _on_backend(backend: Any, X: Any) -> Any:
+    """X where the backend computes; a scipy sparse X stays on the host, densified a
+    minibatch at a time (``dense_rows``)."""
+    return X if scipy.sparse.issparse(X) else backend.asarray(X)
 
 
 def _check_2d(X: Any) -> None:

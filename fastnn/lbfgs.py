@@ -28,7 +28,8 @@ import scipy
 import scipy.optimize
 from threadpoolctl import ThreadpoolController
 
-from fastnn.backends.base import Backend
+from fastnn.backends.base import Backend, dense_rows
+from fastnn.model import chunk_rows
 
 SMALL_EVALUATION = 1e8  # floating-point operations of one loss and gradient, at most
 
@@ -69,15 +70,21 @@ class Objective:
         ]
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """(objective, its gradient) at ``theta``."""
-        n = self.X.shape[0]
-        loss, _, grads = self.backend.loss_and_grads(
-            self.unpack(theta), self.X, self.y_idx, self.activation
-        )
-        gradient = np.empty_like(theta)
+        """(objective, its gradient) at ``theta``: the data in chunks (model.chunk_rows: they
+        bound the activations' memory, and densify a sparse X a chunk at a time)."""
+        n, step = self.X.shape[0], chunk_rows(self.X)
+        params = self.unpack(theta)
+        loss, gradient = 0.0, np.zeros_like(theta)
+        for s in range(0, n, step):
+            rows = slice(s, s + step)
+            x, y = dense_rows(self.backend, self.X, rows), self.y_idx[rows]
+            chunk_loss, _, grads = self.backend.loss_and_grads(params, x, y, self.activation)
+            share = y.shape[0] / n  # the chunk's means, weighted into the whole data's
+            loss += float(chunk_loss) * share
+            for a, b, g in zip(self.starts, self.ends, grads, strict=True):
+                gradient[a:b] += self.backend.to_numpy(g).ravel() * share
         penalty = 0.0
-        for i, (a, b, g) in enumerate(zip(self.starts, self.ends, grads, strict=True)):
-            gradient[a:b] = self.backend.to_numpy(g).ravel()
+        for i, (a, b) in enumerate(zip(self.starts, self.ends, strict=True)):
             if i % 2 == 0:  # weights (not biases): the L2 penalty
                 gradient[a:b] += (self.alpha / n) * theta[a:b]
                 penalty += float(theta[a:b] @ theta[a:b])

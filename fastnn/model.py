@@ -6,10 +6,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
-from fastnn.backends.base import Backend
+from fastnn.backends.base import Backend, dense_rows
 
 INFERENCE_CHUNK = 8192  # rows per forward pass at inference: bounds memory on any dataset
+SPARSE_CHUNK_BYTES = 1 << 26  # at most this much of a sparse X densified at once
+
+
+def chunk_rows(X: Any) -> int:
+    """Rows per forward pass over X: INFERENCE_CHUNK, fewer where a sparse X's rows are so
+    wide (text features) that densifying that many would take more than SPARSE_CHUNK_BYTES."""
+    if not scipy.sparse.issparse(X):
+        return INFERENCE_CHUNK
+    return max(1, min(INFERENCE_CHUNK, SPARSE_CHUNK_BYTES // (X.shape[1] * X.dtype.itemsize)))
 
 
 def layer_sizes(n_features: int, hidden: Sequence[int], n_classes: int) -> tuple[int, ...]:
@@ -38,12 +48,10 @@ def init_params(
 
 def predict_proba(backend: Backend, params: list[Any], X: Any, activation: str) -> np.ndarray:
     """Class probabilities for every row of ``X``, in chunks, returned on host."""
-    chunks = [
-        backend.to_numpy(
-            backend.softmax(backend.forward(params, X[s : s + INFERENCE_CHUNK], activation))
-        )
-        for s in range(0, X.shape[0], INFERENCE_CHUNK)
-    ]
+    chunks, step = [], chunk_rows(X)
+    for s in range(0, X.shape[0], step):
+        x = dense_rows(backend, X, slice(s, s + step))
+        chunks.append(backend.to_numpy(backend.softmax(backend.forward(params, x, activation))))
     return np.concatenate(chunks) if chunks else np.empty((0, params[-1].shape[0]))
 
 
@@ -52,9 +60,11 @@ def evaluate(
 ) -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of the network on (X, y_idx), in chunks."""
     loss_sum = correct = 0.0
-    for s in range(0, X.shape[0], INFERENCE_CHUNK):
-        logits = backend.forward(params, X[s : s + INFERENCE_CHUNK], activation)
-        y_chunk = y_idx[s : s + INFERENCE_CHUNK]
+    step = chunk_rows(X)
+    for s in range(0, X.shape[0], step):
+        rows = slice(s, s + step)
+        logits = backend.forward(params, dense_rows(backend, X, rows), activation)
+        y_chunk = y_idx[rows]
         loss, _ = backend.softmax_xent(logits, y_chunk)
         loss_sum += float(loss) * y_chunk.shape[0]
         correct += float((logits.argmax(axis=1) == y_chunk).sum())

@@ -49,7 +49,6 @@ PRIVATE = {
 EXPECTED_FAILURES = {
     "test_multilabel_classification": "multi-label y (an indicator matrix) is not supported",
     "test_predict_proba_multilabel": "multi-label y (an indicator matrix) is not supported",
-    "test_sparse_matrices": "sparse X is not accepted",
     "test_mlp_param_dtypes[": "float64 data trains in float32 (dtype='float32' is fastnn's "
     "default, for speed)",
 }

@@ -153,7 +153,7 @@ def test_verbose_prints_the_loss_per_epoch(digits, capsys):
     [
         ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes must be positive integers"),
         ({"activation": "gelu"}, "activation='gelu' is not supported; choose one of relu"),
-        ({"solver": "lbfgs"}, "solver='lbfgs' is not supported; choose one of sgd, adam"),
+        ({"solver": "newton"}, "solver='newton' is not supported; choose one of sgd, adam, lbfgs"),
         (
             {"learning_rate_init": 0},
             r"learning_rate_init=0 is out of range; expected a number in \(0",

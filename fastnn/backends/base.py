@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy
+import scipy.sparse
 from threadpoolctl import threadpool_limits
 
 from fastnn.optim import Optimizer, OptimizerState
@@ -20,6 +21,16 @@ from fastnn.optim import Optimizer, OptimizerState
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")  # identity is also the output's
 
 Array = Any  # an array of the backend's array module
+
+
+def dense_rows(backend: Backend, X: Any, rows: Any) -> Array:
+    """``X[rows]`` (a slice or an index array) on ``backend``. A scipy sparse ``X`` stays
+    sparse on the host and is densified here, one minibatch or chunk at a time, never whole."""
+    if not scipy.sparse.issparse(X):
+        return X[rows]
+    if not isinstance(rows, slice):
+        rows = backend.to_numpy(rows)
+    return backend.asarray(X[rows].toarray())
 
 
 class Backend:
@@ -248,11 +259,8 @@ class Backend:
         loss_sum = correct = 0
         for lo in range(start, stop, batch_size):
             hi = min(lo + batch_size, stop)
-            if index is None:
-                xb, yb = X[lo:hi], y_idx[lo:hi]
-            else:
-                rows = index[lo:hi]
-                xb, yb = X[rows], y_idx[rows]
+            rows = slice(lo, hi) if index is None else index[lo:hi]
+            xb, yb = dense_rows(self, X, rows), y_idx[rows]
             loss, n_correct = self.train_step(params, state, xb, yb, activation, opt)
             loss_sum = loss_sum + loss * (hi - lo)
             correct = correct + n_correct

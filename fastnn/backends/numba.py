@@ -16,7 +16,7 @@ import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from fastnn.backends.base import Backend
+from fastnn.backends.base import Backend, dense_rows
 from fastnn.cores import FreeCores
 from fastnn.kernels.activations import ACTIVATION_CODES
 from fastnn.kernels.linear import act_grad_colsum, bias_act_
@@ -116,7 +116,8 @@ class NumbaBackend(Backend):
         calls (training on its path, validation scores, predictions), by running them once on
         the first rows of X with copies of the parameters and optimizer state."""
         rows = min(WARM_UP_ROWS, X.shape[0])
-        x, y = X[:rows], y_idx[:rows]  # views: the same numba types as the whole arrays
+        x, y = dense_rows(self, X, slice(0, rows)), y_idx[:rows]  # views of a dense X: the
+        # same numba types as the whole arrays
         ps = [p.copy() for p in params]
         index = np.arange(rows, dtype=np.int64)  # shuffled or not, kernels take an int64 index
         with np.errstate(all="ignore"):
