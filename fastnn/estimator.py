@@ -16,8 +16,8 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import Tags
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from fastnn import __version__
 from fastnn.backends import backend_names, get_backend
@@ -110,7 +110,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True  # densified a minibatch at a time (dense_rows)
-        tags.classifier_tags.multi_label = False
+        tags.classifier_tags.multi_label = True
         return tags
 
     # ---- training -----------------------------------------------------------------------
@@ -135,8 +135,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         backend = get_backend(self.backend)
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
         _check_2d(X)
-        X, y = validate_data(self, X, y, dtype=self.dtype, reset=first, accept_sparse="csr")
-        check_classification_targets(y)
+        X, y = validate_data(self, X, y, dtype=self.dtype, reset=first, accept_sparse="csr",
+                             multi_output=True)  # fmt: skip
+        y = _check_targets(y)
         if first:
             if incremental and classes is None:
                 raise ValueError(
@@ -144,8 +145,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                     "the model will see, e.g. classes=np.unique(y_all)"
                 )
             self._initialize(X, y, classes if incremental else None)
+        elif _output_of(y) != self.out_activation_:
+            kinds = {"softmax": "one label per sample", "logistic": "a multi-label indicator y"}
+            raise ValueError(
+                f"the model was fitted on {kinds[self.out_activation_]}, this y is "
+                f"{kinds[_output_of(y)]}; fit with warm_start=False to train on it"
+            )
         elif not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
-            classes_now = np.unique(y)
+            classes_now = _labels_of(y)
             if not np.array_equal(classes_now, self.classes_):
                 raise ValueError(
                     "warm_start can only be used where `y` has the same classes as in the "
@@ -198,7 +205,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                         backend, params, state, X, y_idx, activation=activation, opt=opt, epochs=1,
                         batch_size=batch, shuffle=self.shuffle, rng=self._rng,
                         first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
-                        validation=validation,
+                        validation=validation, output=self.out_activation_,
                     )  # fmt: skip
                     self.n_iter_ += 1
                     self.t_ += n
@@ -232,8 +239,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         with backend.limit_threads(self.n_threads):
             result = fit_lbfgs(
                 backend, params, _on_backend(backend, X), backend.asarray(y_idx),
-                activation=self._activation(), alpha=self.alpha, max_iter=self.max_iter,
-                max_fun=self.max_fun, tol=self.tol,
+                activation=self._activation(), output=self.out_activation_, alpha=self.alpha,
+                max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
             )  # fmt: skip
         self._set_params_arrays([backend.to_numpy(p) for p in params])
         self.n_iter_ = result.n_iter
@@ -261,7 +268,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         with ``verbose`` a compilation is announced, once per process."""
         t0 = time.perf_counter()
         with announce_compiles(bool(self.verbose)):
-            backend.warm_up(params, state, X, y_idx, batch, activation, opt)
+            backend.warm_up(params, state, X, y_idx, batch, activation, opt, self.out_activation_)
         self.warm_up_seconds_ = time.perf_counter() - t0
 
     def _keep_state(self, backend: Any, params: list[Any], state: OptimizerState) -> None:
@@ -272,9 +279,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _initialize(self, X: np.ndarray, y: np.ndarray, classes: Any) -> None:
         """Fresh weights, optimizer state, generator and convergence bookkeeping."""
-        labels = np.unique(y) if classes is None else np.unique(classes)
+        labels = _labels_of(y) if classes is None else np.unique(classes)
         if not len(labels):
             raise ValueError("classes is empty; pass every label the model will see")
+        self.out_activation_ = _output_of(y)
+        if self.out_activation_ == "logistic" and not np.array_equal(labels, _labels_of(y)):
+            raise ValueError(
+                f"classes={labels.tolist()!r} must be the columns of a multi-label y, "
+                f"{_labels_of(y).tolist()!r}"
+            )
         self.classes_ = labels
         self._reset_progress()
         sizes = layer_sizes(X.shape[1], self._hidden(), len(labels))
@@ -299,7 +312,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.best_loss_ = np.inf
 
     def _label_indices(self, y: np.ndarray) -> np.ndarray:
-        """Positions of the labels in ``classes_``; unknown labels are an error."""
+        """Positions of the labels in ``classes_`` (unknown labels are an error); a
+        multi-label y as the 0/1 targets of its outputs."""
+        if self.out_activation_ == "logistic":
+            if y.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"y has {y.shape[1]} labels (columns), the model {len(self.classes_)}"
+                )
+            return (y > 0).astype(self.coefs_[0].dtype)
         y_idx = np.searchsorted(self.classes_, y)
         unknown = (y_idx >= len(self.classes_)) | (
             self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y
@@ -321,7 +341,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 X,
                 y_idx,
                 test_size=self.validation_fraction,
-                stratify=_one_hot(y_idx, len(self.classes_)),
+                stratify=None if y_idx.ndim == 2 else _one_hot(y_idx, len(self.classes_)),
                 random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
             )
         except ValueError as exc:  # too few samples of some class to stratify
@@ -400,7 +420,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         backend = get_backend(self.backend)
         params = [backend.asarray(p) for p in self._params_arrays()]
         with backend.limit_threads(self.n_threads):
-            return predict_proba(backend, params, _on_backend(backend, X), self._activation())
+            return predict_proba(backend, params, _on_backend(backend, X), self._activation(),
+                                 self.out_activation_)  # fmt: skip
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log of ``predict_proba``."""
@@ -409,8 +430,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             return np.log(proba, out=proba)
 
     def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each sample."""
+        """The most probable class of each sample; with a multi-label y, the 0/1 indicator of
+        the labels whose probability is above one half."""
         proba = self.predict_proba(X)
+        if self.out_activation_ == "logistic":
+            return (proba > 0.5).astype(np.int64)
         return self.classes_[proba.argmax(axis=1)]
 
     # ---- files --------------------------------------------------------------------------
@@ -446,6 +470,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 "activation": self._activation(),
                 "dtype": str(self.coefs_[0].dtype),
                 "classes": self.classes_.tolist(),
+                "out_activation": self.out_activation_,
                 "feature_names": getattr(self, "feature_names_in_", np.array([])).tolist(),
                 "estimator_params": params,
                 "history": self.history_,
@@ -516,7 +541,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.intercepts_ = params[1::2]
         self.n_layers_ = len(self.coefs_) + 1
         self.n_outputs_ = self.coefs_[-1].shape[1]
-        self.out_activation_ = "softmax"
 
     def _hidden(self) -> tuple[int, ...]:
         sizes = self.hidden_layer_sizes
@@ -631,6 +655,7 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> MLPClassifi
     model._reset_progress()
     model._set_params_arrays(params)
     model.classes_ = np.asarray(meta["classes"])
+    model.out_activation_ = meta.get("out_activation", "softmax")
     model.n_features_in_ = meta["layer_sizes"][0]
     if meta.get("feature_names"):
         model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
@@ -655,6 +680,30 @@ def _generator(random_state: Any) -> np.random.Generator:
     raise ValueError(
         f"random_state must be None, an integer or a numpy RandomState; got {random_state!r}"
     )
+
+
+def _check_targets(y: np.ndarray) -> np.ndarray:
+    """y of one label per sample (1-D, or one column, raveled with scikit-learn's warning) or
+    a multi-label indicator matrix; anything else is an error, as in scikit-learn."""
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = column_or_1d(y, warn=True)
+    if y.ndim == 2 and type_of_target(y) != "multilabel-indicator":
+        raise ValueError(
+            f"y should be a 1d array or a multi-label indicator matrix (0/1), got an array of "
+            f"shape {y.shape} instead"
+        )
+    check_classification_targets(y)
+    return y
+
+
+def _output_of(y: np.ndarray) -> str:
+    """The output layer for targets y: "logistic" for a multi-label indicator, else "softmax"."""
+    return "logistic" if y.ndim == 2 else "softmax"
+
+
+def _labels_of(y: np.ndarray) -> np.ndarray:
+    """The classes of y: its distinct labels, or a multi-label y's columns 0, 1, ..."""
+    return np.arange(y.shape[1]) if y.ndim == 2 else np.unique(y)
 
 
 def _one_hot(y_idx: np.ndarray, n_classes: int) -> np.ndarray:

@@ -51,9 +51,9 @@ class Objective:
     function of one flat float64 vector of the parameters in the order of ``params``."""
 
     def __init__(self, backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str,
-                 alpha: float) -> None:  # fmt: skip
+                 alpha: float, output: str = "softmax") -> None:  # fmt: skip
         self.backend, self.X, self.y_idx = backend, X, y_idx
-        self.activation, self.alpha = activation, alpha
+        self.activation, self.alpha, self.output = activation, alpha, output
         self.shapes = [tuple(p.shape) for p in params]
         sizes = [int(np.prod(s)) for s in self.shapes]
         self.ends = np.cumsum(sizes)
@@ -78,7 +78,8 @@ class Objective:
         for s in range(0, n, step):
             rows = slice(s, s + step)
             x, y = dense_rows(self.backend, self.X, rows), self.y_idx[rows]
-            chunk_loss, _, grads = self.backend.loss_and_grads(params, x, y, self.activation)
+            chunk_loss, _, grads = self.backend.loss_and_grads(params, x, y, self.activation,
+                                                               self.output)  # fmt: skip
             share = y.shape[0] / n  # the chunk's means, weighted into the whole data's
             loss += float(chunk_loss) * share
             for a, b, g in zip(self.starts, self.ends, grads, strict=True):
@@ -100,13 +101,14 @@ def fit_lbfgs(
     activation: str,
     alpha: float,
     max_iter: int,
+    output: str = "softmax",
     max_fun: int,
     tol: float,
 ) -> LbfgsResult:
     """Minimise the Objective over ``params`` (updated in place) from their current values,
     for at most ``max_iter`` iterations and ``max_fun`` loss evaluations, stopping when the
     largest gradient component falls below ``tol`` (scipy's ``gtol``)."""
-    objective = Objective(backend, params, X, y_idx, activation, alpha)
+    objective = Objective(backend, params, X, y_idx, activation, alpha, output)
     flops = 6.0 * X.shape[0] * sum(int(np.prod(s)) for s in objective.shapes[::2])
     # a trial step may overflow the loss: scipy backs off from it
     with _blas_threads(flops), np.errstate(over="ignore", invalid="ignore"):

@@ -46,27 +46,32 @@ def init_params(
     return params
 
 
-def predict_proba(backend: Backend, params: list[Any], X: Any, activation: str) -> np.ndarray:
-    """Class probabilities for every row of ``X``, in chunks, returned on host."""
+def predict_proba(
+    backend: Backend, params: list[Any], X: Any, activation: str, output: str = "softmax"
+) -> np.ndarray:
+    """Class (or, with a logistic output, label) probabilities for every row of ``X``, in
+    chunks, returned on host."""
     chunks, step = [], chunk_rows(X)
     for s in range(0, X.shape[0], step):
         x = dense_rows(backend, X, slice(s, s + step))
-        chunks.append(backend.to_numpy(backend.softmax(backend.forward(params, x, activation))))
+        logits = backend.forward(params, x, activation)
+        chunks.append(backend.to_numpy(backend.output_probs(logits, output)))
     return np.concatenate(chunks) if chunks else np.empty((0, params[-1].shape[0]))
 
 
 def evaluate(
-    backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str
-) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of the network on (X, y_idx), in chunks."""
+    backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str,
+    output: str = "softmax",
+) -> tuple[float, float]:  # fmt: skip
+    """(mean loss, accuracy) of the network on (X, y_idx), in chunks."""
     loss_sum = correct = 0.0
     step = chunk_rows(X)
     for s in range(0, X.shape[0], step):
         rows = slice(s, s + step)
         logits = backend.forward(params, dense_rows(backend, X, rows), activation)
         y_chunk = y_idx[rows]
-        loss, _ = backend.softmax_xent(logits, y_chunk)
+        loss, _ = backend.output_loss(logits, y_chunk, output)
         loss_sum += float(loss) * y_chunk.shape[0]
-        correct += float((logits.argmax(axis=1) == y_chunk).sum())
+        correct += float(backend.hits(logits, y_chunk, output))
     n = max(X.shape[0], 1)
     return loss_sum / n, correct / n

@@ -61,6 +61,7 @@ def run_epoch(
     batch_size: int,
     order: np.ndarray | None,
     callbacks: Sequence[Callback] = (),
+    output: str = "softmax",
 ) -> tuple[float, float]:
     """One pass over (X, y) in minibatches of ``batch_size`` rows (the last may be smaller).
 
@@ -77,7 +78,7 @@ def run_epoch(
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         chunk_loss, chunk_correct = backend.train_batches(
-            params, state, X, y, index, start, stop, batch_size, activation, opt
+            params, state, X, y, index, start, stop, batch_size, activation, opt, output
         )
         loss_sum = loss_sum + chunk_loss
         correct = correct + chunk_correct
@@ -103,6 +104,7 @@ def train(
     first_epoch: int = 1,
     callbacks: Sequence[Callback] = (),
     validation: tuple[Any, Any] | None = None,
+    output: str = "softmax",
 ) -> list[EpochStats]:
     """Train ``params`` in place for up to ``epochs`` epochs; a callback may stop it early.
 
@@ -129,12 +131,12 @@ def train(
                 batch_size=batch_size,
                 order=order,
                 callbacks=callbacks,
+                output=output,
             )
         if not (math.isfinite(loss) and all_finite(backend, params)):
             with np.errstate(over="ignore", invalid="ignore"):
-                where = _first_bad_batch(
-                    backend, params, state, snapshot, X, y, activation, opt, batch_size, order
-                )
+                where = _first_bad_batch(backend, params, state, snapshot, X, y, activation, opt,
+                                         batch_size, order, output)  # fmt: skip
             n_batches = -(-n // batch_size)
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch}, batch {where} of {n_batches}: the loss "
@@ -145,7 +147,7 @@ def train(
         if validation is not None:
             with backend.scoring_between_epochs(params):
                 stats.val_loss, stats.val_accuracy = evaluate(
-                    backend, params, *validation, activation
+                    backend, params, *validation, activation, output
                 )
         history.append(stats)
         stop = [cb.on_epoch_end(stats) for cb in callbacks]
@@ -185,6 +187,7 @@ def _first_bad_batch(
     opt: Optimizer,
     batch_size: int,
     order: np.ndarray | None,
+    output: str = "softmax",
 ) -> int:
     """Replay the epoch from ``snapshot`` one batch at a time, stop before the first batch
     whose loss or update is not finite, and return its number (from 1); ``params`` and
@@ -196,7 +199,7 @@ def _first_bad_batch(
         before = _copy_state(params, state)
         stop = min(start + batch_size, n)
         loss, _ = backend.train_batches(
-            params, state, X, y, index, start, stop, batch_size, activation, opt
+            params, state, X, y, index, start, stop, batch_size, activation, opt, output
         )
         if not (math.isfinite(float(loss)) and all_finite(backend, params)):
             _restore_state(params, state, before)

@@ -47,8 +47,6 @@ PRIVATE = {
 }
 # test (name, or name[parameter id]) -> why fastnn fails it today; strict: a pass is an error
 EXPECTED_FAILURES = {
-    "test_multilabel_classification": "multi-label y (an indicator matrix) is not supported",
-    "test_predict_proba_multilabel": "multi-label y (an indicator matrix) is not supported",
     "test_mlp_param_dtypes[": "float64 data trains in float32 (dtype='float32' is fastnn's "
     "default, for speed)",
 }

@@ -3,7 +3,9 @@
 Conventions: samples are rows, so ``x`` is batch x features and ``W`` is fan_in x fan_out
 (the from-scratch notebooks used columns, ``W @ x``; rows match scikit-learn and PyTorch).
 Parameters travel as one flat list ``[W0, b0, W1, b1, ...]``; the last layer has no
-activation ("identity") and feeds the softmax cross-entropy.
+activation ("identity") and feeds the output's loss: ``output="softmax"`` (one label per row:
+softmax cross-entropy against integer labels) or ``"logistic"`` (multi-label: a sigmoid and a
+binary cross-entropy per output, against a 0/1 matrix), scikit-learn's ``out_activation_``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from threadpoolctl import threadpool_limits
 from fastnn.optim import Optimizer, OptimizerState
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")  # identity is also the output's
+OUTPUTS = ("softmax", "logistic")
 
 Array = Any  # an array of the backend's array module
 
@@ -63,6 +66,7 @@ class Backend:
         batch_size: int,
         activation: str,
         opt: Optimizer,
+        output: str = "softmax",
     ) -> None:
         """Pay a training run's one-time costs (JIT compilation, a device's start) before its
         first timed epoch, leaving ``params``, ``state`` and every random stream untouched.
@@ -94,7 +98,7 @@ class Backend:
         if activation == "tanh":
             return self.xp.tanh(z)
         if activation == "sigmoid":
-            return 1 / (1 + self.xp.exp(-z))
+            return self.sigmoid(z)
         return z
 
     def linear_backward(
@@ -135,6 +139,40 @@ class Backend:
         """Row-wise probabilities, stable for any finite logits."""
         e = self.xp.exp(logits - logits.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
+
+    def sigmoid_xent(self, logits: Array, targets: Array) -> tuple[Array, Array]:
+        """Binary cross-entropy of sigmoid(logits) against 0/1 targets, summed over the outputs
+        and averaged over the rows (scikit-learn's multi-label loss), and dL/dlogits.
+
+        Stable for any finite logits: log(1 + e^-|z|) never overflows.
+        """
+        xp = self.xp
+        n = logits.shape[0]
+        loss = xp.maximum(logits, 0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
+        dlogits = (self.sigmoid(logits) - targets) / n
+        return loss.sum() / n, dlogits
+
+    def sigmoid(self, logits: Array) -> Array:
+        """Element-wise probabilities, stable for any finite logits."""
+        e = self.xp.exp(-self.xp.abs(logits))
+        return self.xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
+
+    # ---- the output layer: one of OUTPUTS ------------------------------------------------
+    def output_loss(self, logits: Array, targets: Array, output: str) -> tuple[Array, Array]:
+        """(mean loss, dL/dlogits) of the output layer."""
+        if output == "logistic":
+            return self.sigmoid_xent(logits, targets)
+        return self.softmax_xent(logits, targets)
+
+    def output_probs(self, logits: Array, output: str) -> Array:
+        """Probabilities of the output layer: per class (softmax) or per label (logistic)."""
+        return self.sigmoid(logits) if output == "logistic" else self.softmax(logits)
+
+    def hits(self, logits: Array, targets: Array, output: str) -> Array:
+        """Rows predicted right: the top class is the label, or every label is."""
+        if output == "logistic":
+            return ((logits > 0) == (targets > 0.5)).all(axis=1).sum()
+        return (logits.argmax(axis=1) == targets).sum()
 
     # ---- optimizer updates (in place) ---------------------------------------------------
     def sgd_update(
@@ -190,8 +228,9 @@ class Backend:
         return x
 
     def loss_and_grads(
-        self, params: list[Array], x: Array, y_idx: Array, activation: str
-    ) -> tuple[Array, Array, list[Array]]:
+        self, params: list[Array], x: Array, y_idx: Array, activation: str,
+        output: str = "softmax",
+    ) -> tuple[Array, Array, list[Array]]:  # fmt: skip
         """(mean loss, number of correct predictions, gradients in the order of ``params``)."""
         n_layers = len(params) // 2
         acts = [x]
@@ -199,8 +238,8 @@ class Backend:
             act = activation if i < n_layers - 1 else "identity"
             acts.append(self.linear(acts[-1], params[2 * i], params[2 * i + 1], act))
         logits = acts[-1]
-        loss, delta = self.softmax_xent(logits, y_idx)
-        correct = (logits.argmax(axis=1) == y_idx).sum()
+        loss, delta = self.output_loss(logits, y_idx, output)
+        correct = self.hits(logits, y_idx, output)
         grads: list[Array] = [None] * len(params)
         for i in reversed(range(n_layers)):
             act = activation if i < n_layers - 1 else "identity"
@@ -231,9 +270,10 @@ class Backend:
         y_idx: Array,
         activation: str,
         opt: Optimizer,
+        output: str = "softmax",
     ) -> tuple[Array, Array]:
         """Forward, loss, backward and update on one minibatch; returns (loss, correct)."""
-        loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation)
+        loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation, output)
         self.apply_update(params, grads, state, opt)
         return loss, correct
 
@@ -249,6 +289,7 @@ class Backend:
         batch_size: int,
         activation: str,
         opt: Optimizer,
+        output: str = "softmax",
     ) -> tuple[Array, Array]:
         """Train on consecutive minibatches of rows ``index[start:stop]`` (``start:stop`` when
         ``index`` is None), ``batch_size`` rows each, the last possibly fewer.
@@ -261,7 +302,7 @@ class Backend:
             hi = min(lo + batch_size, stop)
             rows = slice(lo, hi) if index is None else index[lo:hi]
             xb, yb = dense_rows(self, X, rows), y_idx[rows]
-            loss, n_correct = self.train_step(params, state, xb, yb, activation, opt)
+            loss, n_correct = self.train_step(params, state, xb, yb, activation, opt, output)
             loss_sum = loss_sum + loss * (hi - lo)
             correct = correct + n_correct
         return loss_sum, correct

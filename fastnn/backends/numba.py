@@ -110,7 +110,7 @@ class NumbaBackend(Backend):
 
     def warm_up(
         self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
-        batch_size: int, activation: str, opt: Optimizer,
+        batch_size: int, activation: str, opt: Optimizer, output: str = "softmax",
     ) -> None:  # fmt: skip
         """Compile, or load from numba's on-disk cache, every kernel a run with these arguments
         calls (training on its path, validation scores, predictions), by running them once on
@@ -122,10 +122,10 @@ class NumbaBackend(Backend):
         index = np.arange(rows, dtype=np.int64)  # shuffled or not, kernels take an int64 index
         with np.errstate(all="ignore"):
             self.train_batches(ps, state.copy(), x, y, index, 0, rows, min(batch_size, rows),
-                               activation, opt)  # fmt: skip
+                               activation, opt, output)  # fmt: skip
             logits = self.forward(ps, x, activation)
-            self.softmax_xent(logits, y)  # validation scores
-            self.softmax(logits)  # predictions
+            self.output_loss(logits, y, output)  # validation scores
+            self.output_probs(logits, output)  # predictions
 
     @contextlib.contextmanager
     def scoring_between_epochs(self, params: list[np.ndarray]) -> Iterator[None]:
@@ -184,14 +184,13 @@ class NumbaBackend(Backend):
     def train_batches(
         self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
         index: np.ndarray | None, start: int, stop: int, batch_size: int, activation: str,
-        opt: Optimizer,
+        opt: Optimizer, output: str = "softmax",
     ) -> tuple[Any, Any]:  # fmt: skip
         threads = self._threads()
         with self._sharing(threads):
-            if not fusable(params, X, y_idx, index):
-                return super().train_batches(
-                    params, state, X, y_idx, index, start, stop, batch_size, activation, opt
-                )
+            if output != "softmax" or not fusable(params, X, y_idx, index):
+                return super().train_batches(params, state, X, y_idx, index, start, stop,
+                                             batch_size, activation, opt, output)  # fmt: skip
             return self._fused_batches(
                 params, state, X, y_idx, index, start, stop, batch_size, activation, opt, threads
             )
