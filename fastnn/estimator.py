@@ -114,18 +114,24 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ---- training -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any) -> MLPClassifier:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
         """Train on (X, y) for up to ``max_iter`` epochs; from scratch, or from the fitted
-        state (weights, optimizer state, random generator) when ``warm_start``."""
-        return self._fit(X, y, incremental=False, classes=None)
+        state (weights, optimizer state, random generator) when ``warm_start``. With
+        ``sample_weight`` each minibatch's loss is the weighted mean of its rows' losses, as
+        in scikit-learn."""
+        return self._fit(X, y, incremental=False, classes=None, sample_weight=sample_weight)
 
     @available_if(lambda self: self.solver != "lbfgs")  # as scikit-learn: lbfgs has none
-    def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
+    def partial_fit(
+        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
+    ) -> MLPClassifier:
         """One epoch over (X, y), continuing from the current state; the first call needs
         ``classes``, every label that any later call may contain."""
-        return self._fit(X, y, incremental=True, classes=classes)
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
-    def _fit(self, X: Any, y: Any, *, incremental: bool, classes: Any) -> MLPClassifier:
+    def _fit(
+        self, X: Any, y: Any, *, incremental: bool, classes: Any, sample_weight: Any = None
+    ) -> MLPClassifier:
         self._check_params()
         if incremental and self.early_stopping:
             raise ValueError(
@@ -138,6 +144,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=self.dtype, reset=first, accept_sparse="csr",
                              multi_output=True)  # fmt: skip
         y = _check_targets(y)
+        weights = None if sample_weight is None else _check_weights(sample_weight, X.shape[0])
         if first:
             if incremental and classes is None:
                 raise ValueError(
@@ -167,11 +174,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             )
         y_idx = self._label_indices(y)
         if self.solver == "lbfgs":  # early_stopping does not apply, as in scikit-learn
-            return self._fit_lbfgs(backend, X, y_idx)
+            return self._fit_lbfgs(backend, X, y_idx, weights)
 
-        X_val = y_val = None
+        X_val = y_val = w_val = None
         if self.early_stopping:
-            X, X_val, y_idx, y_val = self._split_validation(X, y_idx)
+            X, X_val, y_idx, y_val, weights, w_val = self._split_validation(X, y_idx, weights)
         elif getattr(self, "_validation_data", None) is not None:  # scored, not used to stop
             X_val = validate_data(self, self._validation_data[0], dtype=X.dtype, reset=False)
             y_val = self._label_indices(np.asarray(self._validation_data[1]))
@@ -185,6 +192,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         validation = None
         if X_val is not None:
             validation = (_on_backend(backend, X_val), backend.asarray(y_val))
+            if w_val is not None:
+                validation += (backend.asarray(w_val, dtype=X.dtype),)
+        if weights is not None:
+            weights = backend.asarray(weights, dtype=X.dtype)
         callbacks: list[Any] = []
         if self.progress:
             epochs = 1 if incremental else self.max_iter
@@ -197,7 +208,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         on_epoch_end = getattr(self, "_on_epoch_end", None)
         try:
             with backend.limit_threads(self.n_threads):
-                self._warm_up(backend, params, state, X, y_idx, batch, activation, opt)
+                self._warm_up(backend, params, state, X, y_idx, weights, batch, activation, opt)
                 for _ in range(1 if incremental else self.max_iter):
                     if opt.lr != self._learning_rate:  # "adaptive" lowers it
                         opt = dataclasses.replace(opt, lr=self._learning_rate)
@@ -205,7 +216,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                         backend, params, state, X, y_idx, activation=activation, opt=opt, epochs=1,
                         batch_size=batch, shuffle=self.shuffle, rng=self._rng,
                         first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
-                        validation=validation, output=self.out_activation_,
+                        validation=validation, output=self.out_activation_, weights=weights,
                     )  # fmt: skip
                     self.n_iter_ += 1
                     self.t_ += n
@@ -231,7 +242,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             )
         return self
 
-    def _fit_lbfgs(self, backend: Any, X: np.ndarray, y_idx: np.ndarray) -> MLPClassifier:
+    def _fit_lbfgs(
+        self, backend: Any, X: np.ndarray, y_idx: np.ndarray, weights: np.ndarray | None
+    ) -> MLPClassifier:
         """Full-batch L-BFGS-B from the current weights (fastnn.lbfgs): ``max_iter``
         iterations at most, ``max_fun`` loss evaluations, ``tol`` on the gradient."""
         params = [backend.asarray(p, dtype=X.dtype) for p in self._params_arrays()]
@@ -241,6 +254,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 backend, params, _on_backend(backend, X), backend.asarray(y_idx),
                 activation=self._activation(), output=self.out_activation_, alpha=self.alpha,
                 max_iter=self.max_iter, max_fun=self.max_fun, tol=self.tol,
+                weights=None if weights is None else backend.asarray(weights, dtype=X.dtype),
             )  # fmt: skip
         self._set_params_arrays([backend.to_numpy(p) for p in params])
         self.n_iter_ = result.n_iter
@@ -261,14 +275,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _warm_up(
         self, backend: Any, params: list[Any], state: OptimizerState, X: Any, y_idx: Any,
-        batch: int, activation: str, opt: Optimizer,
+        weights: Any, batch: int, activation: str, opt: Optimizer,
     ) -> None:  # fmt: skip
         """Compile the run's kernels before its first timed epoch (``Backend.warm_up``), so
         that ``history_``'s seconds are training only, and time it in ``warm_up_seconds_``;
         with ``verbose`` a compilation is announced, once per process."""
         t0 = time.perf_counter()
         with announce_compiles(bool(self.verbose)):
-            backend.warm_up(params, state, X, y_idx, batch, activation, opt, self.out_activation_)
+            backend.warm_up(params, state, X, y_idx, batch, activation, opt, self.out_activation_,
+                            weights)  # fmt: skip
         self.warm_up_seconds_ = time.perf_counter() - t0
 
     def _keep_state(self, backend: Any, params: list[Any], state: OptimizerState) -> None:
@@ -333,13 +348,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return y_idx.astype(np.int64)
 
     def _split_validation(
-        self, X: np.ndarray, y_idx: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Stratified held-out rows for early stopping, drawn from the model's generator."""
+        self, X: np.ndarray, y_idx: np.ndarray, weights: np.ndarray | None
+    ) -> tuple[Any, ...]:
+        """Stratified held-out rows for early stopping, drawn from the model's generator:
+        (X, X_val, y, y_val, weights, weights_val), the weights None when not given."""
+        arrays = (X, y_idx) if weights is None else (X, y_idx, weights)
         try:
-            X_train, X_val, y_train, y_val = train_test_split(
-                X,
-                y_idx,
+            split = train_test_split(
+                *arrays,
                 test_size=self.validation_fraction,
                 stratify=None if y_idx.ndim == 2 else _one_hot(y_idx, len(self.classes_)),
                 random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
@@ -350,12 +366,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 f"validation sample of {len(y_idx)} rows ({exc}); increase "
                 "validation_fraction or the size of the data"
             ) from exc
-        if X_val.shape[0] < 2:
+        if split[1].shape[0] < 2:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves {X_val.shape[0]} "
+                f"validation_fraction={self.validation_fraction} leaves {split[1].shape[0]} "
                 "validation sample(s); increase validation_fraction or the size of the data"
             )
-        return X_train, X_val, y_train, y_val
+        return (*split, None, None) if weights is None else tuple(split)
 
     def _resume_state(self, backend: Any, opt: Optimizer, params: list[Any]) -> OptimizerState:
         """The saved optimizer state on ``backend`` if it fits ``opt``, else a fresh one."""
@@ -680,6 +696,24 @@ def _generator(random_state: Any) -> np.random.Generator:
     raise ValueError(
         f"random_state must be None, an integer or a numpy RandomState; got {random_state!r}"
     )
+
+
+def _check_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """sample_weight as n finite, non-negative float64 weights (a number: the same for every
+    row), not all zero."""
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n, float(w))
+    if w.shape != (n,):
+        raise ValueError(
+            f"sample_weight has shape {w.shape}; it needs one weight per sample: ({n},)"
+        )
+    if not np.isfinite(w).all() or (w < 0).any() or not w.any():
+        raise ValueError(
+            "sample_weight must be finite, non-negative and not all zero; got values in "
+            f"[{w.min()}, {w.max()}]"
+        )
+    return w
 
 
 def _check_targets(y: np.ndarray) -> np.ndarray:

@@ -48,11 +48,13 @@ class LbfgsResult:
 
 class Objective:
     """scikit-learn's L-BFGS objective of a network shaped like ``params`` on (X, y_idx), as a
-    function of one flat float64 vector of the parameters in the order of ``params``."""
+    function of one flat float64 vector of the parameters in the order of ``params``; with
+    row ``weights``, their weighted mean, and the penalty over their sum (scikit-learn's
+    ``sample_weight``)."""
 
     def __init__(self, backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str,
-                 alpha: float, output: str = "softmax") -> None:  # fmt: skip
-        self.backend, self.X, self.y_idx = backend, X, y_idx
+                 alpha: float, output: str = "softmax", weights: Any = None) -> None:  # fmt: skip
+        self.backend, self.X, self.y_idx, self.weights = backend, X, y_idx, weights
         self.activation, self.alpha, self.output = activation, alpha, output
         self.shapes = [tuple(p.shape) for p in params]
         sizes = [int(np.prod(s)) for s in self.shapes]
@@ -73,23 +75,28 @@ class Objective:
         """(objective, its gradient) at ``theta``: the data in chunks (model.chunk_rows: they
         bound the activations' memory, and densify a sparse X a chunk at a time)."""
         n, step = self.X.shape[0], chunk_rows(self.X)
+        total = n if self.weights is None else float(self.weights.sum())
         params = self.unpack(theta)
         loss, gradient = 0.0, np.zeros_like(theta)
         for s in range(0, n, step):
             rows = slice(s, s + step)
             x, y = dense_rows(self.backend, self.X, rows), self.y_idx[rows]
+            w = None if self.weights is None else self.weights[rows]
+            # the chunk's means, weighted into the whole data's
+            share = (y.shape[0] if w is None else float(w.sum())) / total
+            if share == 0:
+                continue
             chunk_loss, _, grads = self.backend.loss_and_grads(params, x, y, self.activation,
-                                                               self.output)  # fmt: skip
-            share = y.shape[0] / n  # the chunk's means, weighted into the whole data's
+                                                               self.output, w)  # fmt: skip
             loss += float(chunk_loss) * share
             for a, b, g in zip(self.starts, self.ends, grads, strict=True):
                 gradient[a:b] += self.backend.to_numpy(g).ravel() * share
         penalty = 0.0
         for i, (a, b) in enumerate(zip(self.starts, self.ends, strict=True)):
             if i % 2 == 0:  # weights (not biases): the L2 penalty
-                gradient[a:b] += (self.alpha / n) * theta[a:b]
+                gradient[a:b] += (self.alpha / total) * theta[a:b]
                 penalty += float(theta[a:b] @ theta[a:b])
-        return float(loss) + 0.5 * self.alpha * penalty / n, gradient
+        return float(loss) + 0.5 * self.alpha * penalty / total, gradient
 
 
 def fit_lbfgs(
@@ -102,13 +109,14 @@ def fit_lbfgs(
     alpha: float,
     max_iter: int,
     output: str = "softmax",
+    weights: Any = None,
     max_fun: int,
     tol: float,
 ) -> LbfgsResult:
     """Minimise the Objective over ``params`` (updated in place) from their current values,
     for at most ``max_iter`` iterations and ``max_fun`` loss evaluations, stopping when the
     largest gradient component falls below ``tol`` (scipy's ``gtol``)."""
-    objective = Objective(backend, params, X, y_idx, activation, alpha, output)
+    objective = Objective(backend, params, X, y_idx, activation, alpha, output, weights)
     flops = 6.0 * X.shape[0] * sum(int(np.prod(s)) for s in objective.shapes[::2])
     # a trial step may overflow the loss: scipy backs off from it
     with _blas_threads(flops), np.errstate(over="ignore", invalid="ignore"):

@@ -61,17 +61,29 @@ def predict_proba(
 
 def evaluate(
     backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str,
-    output: str = "softmax",
+    output: str = "softmax", weights: Any = None,
 ) -> tuple[float, float]:  # fmt: skip
-    """(mean loss, accuracy) of the network on (X, y_idx), in chunks."""
-    loss_sum = correct = 0.0
+    """(mean loss, accuracy) of the network on (X, y_idx), in chunks; both weighted by the
+    rows' ``weights`` when given (scikit-learn's ``sample_weight`` in ``score``)."""
+    loss_sum = correct = total = 0.0
     step = chunk_rows(X)
     for s in range(0, X.shape[0], step):
         rows = slice(s, s + step)
         logits = backend.forward(params, dense_rows(backend, X, rows), activation)
         y_chunk = y_idx[rows]
-        loss, _ = backend.output_loss(logits, y_chunk, output)
-        loss_sum += float(loss) * y_chunk.shape[0]
-        correct += float(backend.hits(logits, y_chunk, output))
-    n = max(X.shape[0], 1)
-    return loss_sum / n, correct / n
+        if weights is None:
+            loss, _ = backend.output_loss(logits, y_chunk, output)
+            share = y_chunk.shape[0]
+            hits = backend.hits(logits, y_chunk, output)
+        else:
+            w = weights[rows]
+            share = float(w.sum())
+            if share == 0:
+                continue
+            loss, _ = backend.output_loss(logits, y_chunk, output, w)
+            hits = (w * backend.row_hits(logits, y_chunk, output)).sum()
+        loss_sum += float(loss) * share
+        correct += float(hits)
+        total += share
+    total = total or 1.0
+    return loss_sum / total, correct / total

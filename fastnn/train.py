@@ -62,6 +62,7 @@ def run_epoch(
     order: np.ndarray | None,
     callbacks: Sequence[Callback] = (),
     output: str = "softmax",
+    weights: Any = None,
 ) -> tuple[float, float]:
     """One pass over (X, y) in minibatches of ``batch_size`` rows (the last may be smaller).
 
@@ -78,7 +79,7 @@ def run_epoch(
     for start in range(0, n, chunk):
         stop = min(start + chunk, n)
         chunk_loss, chunk_correct = backend.train_batches(
-            params, state, X, y, index, start, stop, batch_size, activation, opt, output
+            params, state, X, y, index, start, stop, batch_size, activation, opt, output, weights
         )
         loss_sum = loss_sum + chunk_loss
         correct = correct + chunk_correct
@@ -103,13 +104,15 @@ def train(
     rng: np.random.Generator,
     first_epoch: int = 1,
     callbacks: Sequence[Callback] = (),
-    validation: tuple[Any, Any] | None = None,
+    validation: tuple[Any, ...] | None = None,
     output: str = "softmax",
+    weights: Any = None,
 ) -> list[EpochStats]:
     """Train ``params`` in place for up to ``epochs`` epochs; a callback may stop it early.
 
     Rows are reshuffled every epoch when ``shuffle`` (except for one full batch, whose
-    gradient does not depend on the order). ``validation`` (X, y) is scored after each epoch.
+    gradient does not depend on the order). ``validation`` (X, y) or (X, y, row weights) is
+    scored after each epoch; ``weights`` weights the training rows' losses.
     """
     n = X.shape[0]
     history = []
@@ -132,11 +135,12 @@ def train(
                 order=order,
                 callbacks=callbacks,
                 output=output,
+                weights=weights,
             )
         if not (math.isfinite(loss) and all_finite(backend, params)):
             with np.errstate(over="ignore", invalid="ignore"):
                 where = _first_bad_batch(backend, params, state, snapshot, X, y, activation, opt,
-                                         batch_size, order, output)  # fmt: skip
+                                         batch_size, order, output, weights)  # fmt: skip
             n_batches = -(-n // batch_size)
             raise TrainingDiverged(
                 f"training diverged in epoch {epoch}, batch {where} of {n_batches}: the loss "
@@ -147,7 +151,7 @@ def train(
         if validation is not None:
             with backend.scoring_between_epochs(params):
                 stats.val_loss, stats.val_accuracy = evaluate(
-                    backend, params, *validation, activation, output
+                    backend, params, *validation[:2], activation, output, *validation[2:]
                 )
         history.append(stats)
         stop = [cb.on_epoch_end(stats) for cb in callbacks]
@@ -188,6 +192,7 @@ def _first_bad_batch(
     batch_size: int,
     order: np.ndarray | None,
     output: str = "softmax",
+    weights: Any = None,
 ) -> int:
     """Replay the epoch from ``snapshot`` one batch at a time, stop before the first batch
     whose loss or update is not finite, and return its number (from 1); ``params`` and
@@ -199,7 +204,7 @@ def _first_bad_batch(
         before = _copy_state(params, state)
         stop = min(start + batch_size, n)
         loss, _ = backend.train_batches(
-            params, state, X, y, index, start, stop, batch_size, activation, opt, output
+            params, state, X, y, index, start, stop, batch_size, activation, opt, output, weights
         )
         if not (math.isfinite(float(loss)) and all_finite(backend, params)):
             _restore_state(params, state, before)

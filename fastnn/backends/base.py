@@ -11,6 +11,7 @@ binary cross-entropy per output, against a 0/1 matrix), scikit-learn's ``out_act
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,6 +68,7 @@ class Backend:
         activation: str,
         opt: Optimizer,
         output: str = "softmax",
+        weights: Array | None = None,
     ) -> None:
         """Pay a training run's one-time costs (JIT compilation, a device's start) before its
         first timed epoch, leaving ``params``, ``state`` and every random stream untouched.
@@ -158,21 +160,50 @@ class Backend:
         return self.xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
 
     # ---- the output layer: one of OUTPUTS ------------------------------------------------
-    def output_loss(self, logits: Array, targets: Array, output: str) -> tuple[Array, Array]:
-        """(mean loss, dL/dlogits) of the output layer."""
+    def output_loss(
+        self, logits: Array, targets: Array, output: str, weights: Array | None = None
+    ) -> tuple[Array, Array]:
+        """(mean loss, dL/dlogits) of the output layer; with per-row ``weights``, the weighted
+        mean (scikit-learn's ``sample_weight``: sum of w * loss over the sum of w)."""
+        if weights is not None:
+            return self._weighted_loss(logits, targets, output, weights)
         if output == "logistic":
             return self.sigmoid_xent(logits, targets)
         return self.softmax_xent(logits, targets)
+
+    def _weighted_loss(
+        self, logits: Array, targets: Array, output: str, weights: Array
+    ) -> tuple[Array, Array]:
+        """output_loss with row weights: each row's loss and gradient, weighted."""
+        xp = self.xp
+        if output == "logistic":
+            row_loss = (xp.maximum(logits, 0) - logits * targets
+                        + xp.log1p(xp.exp(-xp.abs(logits)))).sum(axis=1)  # fmt: skip
+            dlogits = self.sigmoid(logits) - targets
+        else:
+            rows = xp.arange(logits.shape[0])
+            shifted = logits - logits.max(axis=1, keepdims=True)
+            log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+            row_loss = -log_probs[rows, targets]
+            dlogits = xp.exp(log_probs)
+            dlogits[rows, targets] -= 1
+        share = (weights / weights.sum()).astype(logits.dtype)
+        return (share * row_loss).sum(), dlogits * share[:, None]
 
     def output_probs(self, logits: Array, output: str) -> Array:
         """Probabilities of the output layer: per class (softmax) or per label (logistic)."""
         return self.sigmoid(logits) if output == "logistic" else self.softmax(logits)
 
     def hits(self, logits: Array, targets: Array, output: str) -> Array:
-        """Rows predicted right: the top class is the label, or every label is."""
+        """How many rows are predicted right (row_hits)."""
+        return self.row_hits(logits, targets, output).sum()
+
+    def row_hits(self, logits: Array, targets: Array, output: str) -> Array:
+        """Per row, whether it is predicted right: the top class is the label, or every
+        label is."""
         if output == "logistic":
-            return ((logits > 0) == (targets > 0.5)).all(axis=1).sum()
-        return (logits.argmax(axis=1) == targets).sum()
+            return ((logits > 0) == (targets > 0.5)).all(axis=1)
+        return logits.argmax(axis=1) == targets
 
     # ---- optimizer updates (in place) ---------------------------------------------------
     def sgd_update(
@@ -229,16 +260,17 @@ class Backend:
 
     def loss_and_grads(
         self, params: list[Array], x: Array, y_idx: Array, activation: str,
-        output: str = "softmax",
+        output: str = "softmax", weights: Array | None = None,
     ) -> tuple[Array, Array, list[Array]]:  # fmt: skip
-        """(mean loss, number of correct predictions, gradients in the order of ``params``)."""
+        """(mean loss, number of correct predictions, gradients in the order of ``params``);
+        the mean weighted by ``weights`` per row when given."""
         n_layers = len(params) // 2
         acts = [x]
         for i in range(n_layers):
             act = activation if i < n_layers - 1 else "identity"
             acts.append(self.linear(acts[-1], params[2 * i], params[2 * i + 1], act))
         logits = acts[-1]
-        loss, delta = self.output_loss(logits, y_idx, output)
+        loss, delta = self.output_loss(logits, y_idx, output, weights)
         correct = self.hits(logits, y_idx, output)
         grads: list[Array] = [None] * len(params)
         for i in reversed(range(n_layers)):
@@ -271,9 +303,19 @@ class Backend:
         activation: str,
         opt: Optimizer,
         output: str = "softmax",
+        weights: Array | None = None,
     ) -> tuple[Array, Array]:
-        """Forward, loss, backward and update on one minibatch; returns (loss, correct)."""
-        loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation, output)
+        """Forward, loss, backward and update on one minibatch; returns (loss, correct).
+
+        With row ``weights`` the loss is their weighted mean and the weight decay (scikit-learn's
+        ``alpha`` over the batch's size) is over the batch's total weight instead, as
+        scikit-learn does; a batch of total weight 0 changes nothing."""
+        if weights is not None:
+            total = float(weights.sum())
+            if total == 0:
+                return self.xp.zeros((), dtype=x.dtype), 0
+            opt = dataclasses.replace(opt, weight_decay=opt.weight_decay * x.shape[0] / total)
+        loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation, output, weights)
         self.apply_update(params, grads, state, opt)
         return loss, correct
 
@@ -290,6 +332,7 @@ class Backend:
         activation: str,
         opt: Optimizer,
         output: str = "softmax",
+        weights: Array | None = None,
     ) -> tuple[Array, Array]:
         """Train on consecutive minibatches of rows ``index[start:stop]`` (``start:stop`` when
         ``index`` is None), ``batch_size`` rows each, the last possibly fewer.
@@ -302,7 +345,8 @@ class Backend:
             hi = min(lo + batch_size, stop)
             rows = slice(lo, hi) if index is None else index[lo:hi]
             xb, yb = dense_rows(self, X, rows), y_idx[rows]
-            loss, n_correct = self.train_step(params, state, xb, yb, activation, opt, output)
+            wb = None if weights is None else weights[rows]
+            loss, n_correct = self.train_step(params, state, xb, yb, activation, opt, output, wb)
             loss_sum = loss_sum + loss * (hi - lo)
             correct = correct + n_correct
         return loss_sum, correct

@@ -111,6 +111,7 @@ class NumbaBackend(Backend):
     def warm_up(
         self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
         batch_size: int, activation: str, opt: Optimizer, output: str = "softmax",
+        weights: np.ndarray | None = None,
     ) -> None:  # fmt: skip
         """Compile, or load from numba's on-disk cache, every kernel a run with these arguments
         calls (training on its path, validation scores, predictions), by running them once on
@@ -121,10 +122,11 @@ class NumbaBackend(Backend):
         ps = [p.copy() for p in params]
         index = np.arange(rows, dtype=np.int64)  # shuffled or not, kernels take an int64 index
         with np.errstate(all="ignore"):
+            w = None if weights is None else weights[:rows]
             self.train_batches(ps, state.copy(), x, y, index, 0, rows, min(batch_size, rows),
-                               activation, opt, output)  # fmt: skip
+                               activation, opt, output, w)  # fmt: skip
             logits = self.forward(ps, x, activation)
-            self.output_loss(logits, y, output)  # validation scores
+            self.output_loss(logits, y, output, w)  # validation scores
             self.output_probs(logits, output)  # predictions
 
     @contextlib.contextmanager
@@ -184,13 +186,16 @@ class NumbaBackend(Backend):
     def train_batches(
         self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
         index: np.ndarray | None, start: int, stop: int, batch_size: int, activation: str,
-        opt: Optimizer, output: str = "softmax",
+        opt: Optimizer, output: str = "softmax", weights: np.ndarray | None = None,
     ) -> tuple[Any, Any]:  # fmt: skip
         threads = self._threads()
         with self._sharing(threads):
-            if output != "softmax" or not fusable(params, X, y_idx, index):
-                return super().train_batches(params, state, X, y_idx, index, start, stop,
-                                             batch_size, activation, opt, output)  # fmt: skip
+            fused = output == "softmax" and weights is None  # the kernel's own loss
+            if not fused or not fusable(params, X, y_idx, index):
+                return super().train_batches(
+                    params, state, X, y_idx, index, start, stop, batch_size, activation, opt,
+                    output, weights,
+                )  # fmt: skip
             return self._fused_batches(
                 params, state, X, y_idx, index, start, stop, batch_size, activation, opt, threads
             )
