@@ -26,13 +26,14 @@ def sgd_rule(p, g, v, lr, momentum, nesterov, weight_decay, use_velocity):
 
 
 @njit(inline="always", **KERNEL)
-def adam_rule(p, g, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
-              inv_correction1, inv_correction2):  # fmt: skip
-    """(new p, new m, new v) for one element."""
+def adam_rule(p, g, m, v, step, beta1, one_minus_beta1, beta2, one_minus_beta2, eps,
+              weight_decay):  # fmt: skip
+    """(new p, new m, new v) for one element; ``step`` is the learning rate with the bias
+    corrections in it (scikit-learn's formulation, as fastnn/backends/base.py)."""
     g = g + weight_decay * p
     m = m * beta1 + one_minus_beta1 * g
     v = v * beta2 + one_minus_beta2 * (g * g)
-    return p - lr * (m * inv_correction1) / (np.sqrt(v * inv_correction2) + eps), m, v
+    return p - step * m / (np.sqrt(v) + eps), m, v
 
 
 @njit(inline="always", **KERNEL)
@@ -48,13 +49,14 @@ def update_span(p, g, s, q, lo, hi, adam, lr, momentum, nesterov, use_velocity, 
     """
     p, g, s, q = p[lo:hi], g[lo:hi], s[lo:hi], q[lo:hi]
     f = p.dtype.type
+    step = f(lr * np.sqrt(correction2) / correction1)  # Adam's, from the float64 rate
     lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
     if adam:
         b1, nb1, b2, nb2 = f(beta1), f(1 - beta1), f(beta2), f(1 - beta2)
-        eps, ic1, ic2 = f(eps), f(1 / correction1), f(1 / correction2)
+        eps = f(eps)
         for k in range(hi - lo):
-            p[k], s[k], q[k] = adam_rule(p[k], g[k], s[k], q[k], lr, b1, nb1, b2, nb2, eps,
-                                         weight_decay, ic1, ic2)  # fmt: skip
+            p[k], s[k], q[k] = adam_rule(p[k], g[k], s[k], q[k], step, b1, nb1, b2, nb2, eps,
+                                         weight_decay)  # fmt: skip
     elif use_velocity:
         for k in range(hi - lo):
             p[k], s[k] = sgd_rule(p[k], g[k], s[k], lr, momentum, nesterov, weight_decay, True)

@@ -97,14 +97,14 @@ def test_sgd_momentum_nesterov_and_adam_follow_their_formulas():
     got = _run_updates(Optimizer("sgd", lr, momentum=mu, nesterov=True), [g1, g2])
     assert got == pytest.approx(expected)
 
-    b1, b2, eps = 0.9, 0.999, 1e-8
+    b1, b2, eps = 0.9, 0.999, 1e-3  # large enough that where it is added shows
     m = v = 0.0
     p = 1.5
     for t, g in enumerate([g1, g2], start=1):
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        p -= lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
-    assert _run_updates(Optimizer("adam", lr), [g1, g2]) == pytest.approx(p, rel=1e-12)
+        p -= lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)  # scikit-learn's
+    assert _run_updates(Optimizer("adam", lr, eps=eps), [g1, g2]) == pytest.approx(p, rel=1e-12)
 
 
 def test_weight_decay_applies_to_weights_not_biases():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -239,15 +240,16 @@ class Backend:
         eps: float,
         weight_decay: float,
     ) -> None:
-        """Adam with bias correction at step ``t`` (1-based) and L2 weight decay."""
+        """Adam with bias correction at step ``t`` (1-based) and L2 weight decay, in
+        scikit-learn's formulation: the bias corrections scale the step size, and epsilon is
+        added to sqrt(v) (PyTorch adds it to the corrected sqrt(v / (1 - beta2 ** t)))."""
         g = grad + weight_decay * param if weight_decay else grad
         m *= beta1
         m += (1 - beta1) * g
         v *= beta2
         v += (1 - beta2) * (g * g)
-        m_hat = m / (1 - beta1**t)
-        v_hat = v / (1 - beta2**t)
-        param -= lr * m_hat / (self.xp.sqrt(v_hat) + eps)
+        step = lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)
+        param -= step * m / (self.xp.sqrt(v) + eps)
 
     # ---- composites: one network, one step ----------------------------------------------
     def forward(self, params: list[Array], x: Array, activation: str) -> Array:

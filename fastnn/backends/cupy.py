@@ -9,6 +9,7 @@ loss and accuracy accumulate on the device until the epoch reads them once.
 from __future__ import annotations
 
 import functools
+import math
 from importlib import resources
 from typing import Any
 
@@ -125,6 +126,7 @@ class CupyBackend(Backend):
         f = param.dtype.type
         kernel("adam", param.dtype.name)(
             _grid(param.size), (THREADS,),
-            (param, cupy.ascontiguousarray(grad), m, v, param.size, f(lr), f(beta1), f(beta2),
-             f(eps), f(weight_decay), f(1 - beta1**t), f(1 - beta2**t)),
+            (param, cupy.ascontiguousarray(grad), m, v, param.size,
+             f(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t)), f(beta1), f(beta2), f(eps),
+             f(weight_decay)),
         )  # fmt: skip

@@ -2,8 +2,9 @@
 //
 // sgd(p, g, v, size, lr, momentum, weight_decay, use_velocity, nesterov): PyTorch's SGD with
 //   (Nesterov) momentum; v is unused when use_velocity is 0.
-// adam(p, g, m, v, size, lr, beta1, beta2, eps, weight_decay, correction1, correction2):
-//   correction_k = 1 - beta_k ** t.
+// adam(p, g, m, v, size, step, beta1, beta2, eps, weight_decay): scikit-learn's Adam, whose
+//   step = lr * sqrt(1 - beta2 ** t) / (1 - beta1 ** t) holds the bias corrections and whose
+//   epsilon is added to sqrt(v).
 template <typename T>
 __global__ void sgd(T* p, const T* g, T* v, long long size, T lr, T momentum, T weight_decay,
                     int use_velocity, int nesterov) {
@@ -21,8 +22,8 @@ __global__ void sgd(T* p, const T* g, T* v, long long size, T lr, T momentum, T 
 }
 
 template <typename T>
-__global__ void adam(T* p, const T* g, T* m, T* v, long long size, T lr, T beta1, T beta2, T eps,
-                     T weight_decay, T correction1, T correction2) {
+__global__ void adam(T* p, const T* g, T* m, T* v, long long size, T step, T beta1, T beta2,
+                     T eps, T weight_decay) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
          i += (long long)gridDim.x * blockDim.x) {
         const T grad = g[i] + weight_decay * p[i];
@@ -30,7 +31,7 @@ __global__ void adam(T* p, const T* g, T* m, T* v, long long size, T lr, T beta1
         const T vi = v[i] * beta2 + (T(1) - beta2) * (grad * grad);
         m[i] = mi;
         v[i] = vi;
-        p[i] -= lr * (mi / correction1) / (sqrt(vi / correction2) + eps);
+        p[i] -= step * mi / (sqrt(vi) + eps);
     }
 }
 
@@ -39,6 +40,6 @@ template __global__ void sgd<float>(float*, const float*, float*, long long, flo
 template __global__ void sgd<double>(double*, const double*, double*, long long, double, double,
                                      double, int, int);
 template __global__ void adam<float>(float*, const float*, float*, float*, long long, float, float,
-                                     float, float, float, float, float);
+                                     float, float, float);
 template __global__ void adam<double>(double*, const double*, double*, double*, long long, double,
-                                      double, double, double, double, double, double);
+                                      double, double, double, double);
