@@ -14,7 +14,7 @@ import scipy.sparse
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import Tags
+from sklearn.utils import Tags, check_random_state
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -306,7 +306,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = labels
         self._reset_progress()
         sizes = layer_sizes(X.shape[1], self._hidden(), len(labels))
-        self._set_params_arrays(init_params(sizes, self._activation(), X.dtype, self._rng))
+        # scikit-learn's draws from its own random_state: the same initial weights as its MLP
+        start = init_params(
+            sizes, self._activation(), X.dtype, check_random_state(self.random_state)
+        )
+        self._set_params_arrays(start)
 
     def _reset_progress(self) -> None:
         """Optimizer state, generator and convergence bookkeeping of a new training run."""

@@ -28,21 +28,22 @@ def layer_sizes(n_features: int, hidden: Sequence[int], n_classes: int) -> tuple
 
 
 def init_params(
-    sizes: Sequence[int], activation: str, dtype: Any, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """[W0, b0, W1, b1, ...]: He-normal weights for relu, Glorot-uniform for tanh/sigmoid.
+    sizes: Sequence[int], activation: str, dtype: Any,
+    rng: np.random.Generator | np.random.RandomState,
+) -> list[np.ndarray]:  # fmt: skip
+    """[W0, b0, W1, b1, ...] as scikit-learn initialises them: weights and biases uniform in
+    +-sqrt(6 / (fan_in + fan_out)) (Glorot), +-sqrt(2 / (fan_in + fan_out)) for sigmoid.
 
-    Drawn in float64 then cast, so float32 and float64 networks start from the same values.
-    Biases start at zero.
+    Drawn in float64 then cast, so float32 and float64 networks start from the same values;
+    from a RandomState seeded as scikit-learn's, they are its MLP's initial values.
     """
+    factor = 2.0 if activation == "sigmoid" else 6.0
     params = []
     for fan_in, fan_out in zip(sizes[:-1], sizes[1:], strict=False):
-        if activation == "relu":
-            W = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=(fan_in, fan_out))
-        else:
-            bound = np.sqrt(6.0 / (fan_in + fan_out))
-            W = rng.uniform(-bound, bound, size=(fan_in, fan_out))
-        params += [W.astype(dtype), np.zeros(fan_out, dtype=dtype)]
+        bound = np.sqrt(factor / (fan_in + fan_out))
+        W = rng.uniform(-bound, bound, size=(fan_in, fan_out))
+        b = rng.uniform(-bound, bound, size=fan_out)
+        params += [W.astype(dtype), b.astype(dtype)]
     return params
 
 

@@ -97,3 +97,20 @@ def test_lbfgs_warns_at_max_iter_and_max_fun(digits):
 def test_lbfgs_bad_max_fun_is_named(digits):
     with pytest.raises(ValueError, match="max_fun=0"):
         MLPClassifier(solver="lbfgs", max_fun=0).fit(digits.X_train, digits.y_train)
+
+
+@pytest.mark.parametrize("activation", ["relu", "logistic"])
+def test_same_seed_same_fit_as_scikit_learn(digits, activation):
+    # the initial weights are drawn as scikit-learn draws them, and lbfgs follows the same
+    # objective: the whole fit is scikit-learn's (float64, more than two classes)
+    X, y = digits.X_train[:200].astype(np.float64), digits.y_train[:200]
+    params = {"hidden_layer_sizes": (10,), "solver": "lbfgs", "max_iter": 10, "random_state": 7,
+              "activation": activation}  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**params, dtype="float64").fit(X, y)
+        theirs = SklearnMLP(**params).fit(X, y)
+    for p, q in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(p, q, rtol=1e-6, atol=1e-8)
+    assert ours.n_iter_ == theirs.n_iter_
