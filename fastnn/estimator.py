@@ -510,6 +510,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         meta = {
             "optimizer_step": 0 if opt is None else opt.step,
             "slots": sorted(slots),
+            "velocity": "scikit-learn",  # absent: PyTorch's, which the files had before
             "rng": self._rng.bit_generator.state,
             "learning_rate": self._learning_rate,
             "t": self.t_,
@@ -540,6 +541,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 for a, p in zip(arrays_like_params, params, strict=False):
                     if a.shape != p.shape or a.dtype != p.dtype:
                         raise ValueError(f"a state array has shape {a.shape}, expected {p.shape}")
+            if "velocity" in slots and meta.get("velocity") != "scikit-learn":
+                # PyTorch's velocity (no rate in it) as scikit-learn's, for the next step's rate
+                rate = float(meta["learning_rate"])
+                slots["velocity"] = [-rate * v for v in slots["velocity"]]
             self._optimizer_state = OptimizerState(int(meta["optimizer_step"]), slots)
             self._rng = rng
             self._learning_rate = float(meta["learning_rate"])

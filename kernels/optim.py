@@ -15,14 +15,13 @@ from numba import njit
 
 @njit(inline="always", **KERNEL)
 def sgd_rule(p, g, v, lr, momentum, nesterov, weight_decay, use_velocity):
-    """(new p, new v) for one element; PyTorch's formulation of (Nesterov) momentum."""
+    """(new p, new v) for one element; scikit-learn's formulation of (Nesterov) momentum, the
+    velocity holding the learning rate (as fastnn/backends/base.py)."""
     g = g + weight_decay * p
     if use_velocity:
-        v = v * momentum + g
-        step = g + momentum * v if nesterov else v
-    else:
-        step = g
-    return p - lr * step, v
+        v = v * momentum - lr * g
+        return p + (momentum * v - lr * g if nesterov else v), v
+    return p - lr * g, v
 
 
 @njit(inline="always", **KERNEL)

@@ -1,5 +1,6 @@
 """The reference maths: gradients against finite differences, stability, update rules."""
 
+import dataclasses
 import inspect
 
 import numpy as np
@@ -71,13 +72,13 @@ def test_softmax_xent_matches_the_textbook_formula(rng):
     np.testing.assert_allclose(dlogits, (p - np.eye(3)[y]) / 5, rtol=1e-12)
 
 
-def _run_updates(opt, grads_seq, p0=1.5):
+def _run_updates(opt, grads_seq, p0=1.5, rates=None):
+    """The parameter after updates with these gradients (at these learning rates: opt's)."""
     param = np.array([p0])
     state = init_state(numpy_backend, opt, [param, np.array([0.0])])
-    for g in grads_seq:
-        numpy_backend.apply_update(
-            [param, np.array([0.0])], [np.array([g]), np.array([0.0])], state, opt
-        )
+    for g, lr in zip(grads_seq, rates or [opt.lr] * len(grads_seq), strict=True):
+        numpy_backend.apply_update([param, np.array([0.0])], [np.array([g]), np.array([0.0])],
+                                   state, dataclasses.replace(opt, lr=lr))  # fmt: skip
     return float(param[0])
 
 
@@ -86,16 +87,18 @@ def test_sgd_momentum_nesterov_and_adam_follow_their_formulas():
     p = 1.5 - lr * (g1 + wd * 1.5)
     assert _run_updates(Optimizer("sgd", lr, weight_decay=wd), [g1]) == pytest.approx(p)
 
-    mu = 0.9
-    v1 = g1
-    p1 = 1.5 - lr * v1
-    v2 = mu * v1 + g2
-    assert _run_updates(Optimizer("sgd", lr, momentum=mu), [g1, g2]) == pytest.approx(p1 - lr * v2)
+    # scikit-learn's momentum, with the rate changing between the steps (invscaling): the
+    # velocity holds the rate it was made with
+    mu, lr2 = 0.9, 0.03
+    v1 = -lr * g1
+    v2 = mu * v1 - lr2 * g2
+    got = _run_updates(Optimizer("sgd", lr, momentum=mu), [g1, g2], rates=[lr, lr2])
+    assert got == pytest.approx(1.5 + v1 + v2, rel=1e-12)
 
-    p1 = 1.5 - lr * (g1 + mu * v1)
-    expected = p1 - lr * (g2 + mu * v2)
-    got = _run_updates(Optimizer("sgd", lr, momentum=mu, nesterov=True), [g1, g2])
-    assert got == pytest.approx(expected)
+    expected = 1.5 + (mu * v1 - lr * g1) + (mu * v2 - lr2 * g2)
+    got = _run_updates(Optimizer("sgd", lr, momentum=mu, nesterov=True), [g1, g2],
+                       rates=[lr, lr2])  # fmt: skip
+    assert got == pytest.approx(expected, rel=1e-12)
 
     b1, b2, eps = 0.9, 0.999, 1e-3  # large enough that where it is added shows
     m = v = 0.0

@@ -14,7 +14,7 @@ import pytest
 from fastnn import MLPClassifier, load_model
 from fastnn.cli import CHECKPOINT_FILE, main
 from fastnn.errors import TrainingDiverged
-from fastnn.io import load_model_file
+from fastnn.io import load_model_file, save_model_file
 
 FASTNN = str(Path(sys.executable).with_name("fastnn"))
 CPU_BACKENDS = ["numpy", "numba"]
@@ -172,6 +172,25 @@ def test_estimator_continues_from_a_saved_training_state(backend, solver, digits
                         model.coefs_ + model.intercepts_, strict=True):  # fmt: skip
             np.testing.assert_array_equal(a, b)
         assert model.loss_curve_ == straight.loss_curve_
+
+
+def test_a_training_state_with_pytorchs_velocity_continues_as_scikit_learns(digits, tmp_path):
+    # files saved before the momentum followed scikit-learn hold PyTorch's velocity, without
+    # the learning rate in it; loading converts it for the next step
+    kw = dict(hidden_layer_sizes=(16,), solver="sgd", momentum=0.9, dtype="float64",
+              learning_rate_init=0.01, random_state=2, n_iter_no_change=99)  # fmt: skip
+    first = MLPClassifier(max_iter=3, **kw).fit(digits.X_train, digits.y_train)
+    first.save(tmp_path / "new.npz", training_state=True)
+    params, meta, extra = load_model_file(tmp_path / "new.npz")
+    del meta["training_state"]["velocity"]
+    lr = meta["training_state"]["learning_rate"]
+    old = {k: (-v / lr if k.startswith("slot_velocity") else v) for k, v in extra.items()}
+    save_model_file(tmp_path / "old.npz", params, meta, old)
+    models = [load_model(tmp_path / f"{name}.npz") for name in ("new", "old")]
+    for model in models:
+        model.set_params(warm_start=True, max_iter=2).fit(digits.X_train, digits.y_train)
+    for a, b in zip(models[0].coefs_, models[1].coefs_, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)

@@ -217,15 +217,17 @@ class Backend:
         nesterov: bool,
         weight_decay: float,
     ) -> None:
-        """SGD, with momentum when ``velocity`` is given (PyTorch's formulation)."""
+        """SGD, with momentum when ``velocity`` is given, in scikit-learn's formulation: the
+        velocity holds the learning rate (v = momentum * v - lr * g, then p += v, or with
+        Nesterov p += momentum * v - lr * g), so a changed rate acts on new gradients only
+        (PyTorch's v = momentum * v + g scales the whole velocity by the current rate)."""
         g = grad + weight_decay * param if weight_decay else grad
         if velocity is None:
-            step = g
-        else:
-            velocity *= momentum
-            velocity += g
-            step = g + momentum * velocity if nesterov else velocity
-        param -= lr * step
+            param -= lr * g
+            return
+        velocity *= momentum
+        velocity -= lr * g
+        param += momentum * velocity - lr * g if nesterov else velocity
 
     def adam_update(
         self,

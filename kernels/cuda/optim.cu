@@ -1,7 +1,8 @@
 // Optimizer updates, one pass per parameter, in place (the formulas of fastnn/backends/base.py).
 //
-// sgd(p, g, v, size, lr, momentum, weight_decay, use_velocity, nesterov): PyTorch's SGD with
-//   (Nesterov) momentum; v is unused when use_velocity is 0.
+// sgd(p, g, v, size, lr, momentum, weight_decay, use_velocity, nesterov): scikit-learn's SGD
+//   with (Nesterov) momentum, the velocity holding the learning rate; v is unused when
+//   use_velocity is 0.
 // adam(p, g, m, v, size, step, beta1, beta2, eps, weight_decay): scikit-learn's Adam, whose
 //   step = lr * sqrt(1 - beta2 ** t) / (1 - beta1 ** t) holds the bias corrections and whose
 //   epsilon is added to sqrt(v).
@@ -11,13 +12,13 @@ __global__ void sgd(T* p, const T* g, T* v, long long size, T lr, T momentum, T 
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < size;
          i += (long long)gridDim.x * blockDim.x) {
         const T grad = g[i] + weight_decay * p[i];
-        T step = grad;
         if (use_velocity) {
-            const T vel = v[i] * momentum + grad;
+            const T vel = v[i] * momentum - lr * grad;
             v[i] = vel;
-            step = nesterov ? grad + momentum * vel : vel;
+            p[i] += nesterov ? momentum * vel - lr * grad : vel;
+        } else {
+            p[i] -= lr * grad;
         }
-        p[i] -= lr * step;
     }
 }
 
