@@ -433,15 +433,21 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     # ---- inference ----------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, one row per sample, columns in the order of ``classes_``."""
+        """Class probabilities, one row per sample, columns in the order of ``classes_``; with
+        a multi-label y, each label's probability, kept inside (0, 1) by the dtype's epsilon
+        (a float32 sigmoid rounds to exactly 1 from a logit of about 17)."""
         check_is_fitted(self, "coefs_")
         _check_2d(X)
         X = validate_data(self, X, dtype=self.coefs_[0].dtype, reset=False, accept_sparse="csr")
         backend = get_backend(self.backend)
         params = [backend.asarray(p) for p in self._params_arrays()]
         with backend.limit_threads(self.n_threads):
-            return predict_proba(backend, params, _on_backend(backend, X), self._activation(),
-                                 self.out_activation_)  # fmt: skip
+            proba = predict_proba(backend, params, _on_backend(backend, X), self._activation(),
+                                  self.out_activation_)  # fmt: skip
+        if self.out_activation_ == "logistic":
+            eps = np.finfo(proba.dtype).eps
+            np.clip(proba, eps, 1 - eps, out=proba)
+        return proba
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log of ``predict_proba``."""

@@ -33,8 +33,8 @@ EXPECTED_FAILED_CHECKS = {
 
 
 @parametrize_with_checks(
-    [MLPClassifier(max_iter=100, backend=b, random_state=0, dtype=d)
-     for b in BACKENDS for d in ("float32", "float64")],
+    [MLPClassifier(max_iter=100, backend=b, random_state=0, dtype=d, solver=solver)
+     for b in BACKENDS for d in ("float32", "float64") for solver in ("adam", "lbfgs")],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS if est.dtype == "float32" else {},
 )  # fmt: skip
 def test_sklearn_estimator_checks(estimator, check):
