@@ -268,8 +268,6 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             _save_checkpoint(model, checkpoint_dir, run)
         return interrupted.raised
 
-    model._on_epoch_end = on_epoch_end
-    model._validation_data = validation  # scored after every epoch into history_
     t0 = time.perf_counter()
     warm_up_seconds = 0.0  # compiling kernels before the first epoch: not training time
     if run["epochs"] > done:
@@ -277,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         announce = not (args.quiet or args.json)  # a cold numba cache, once per process
         with interrupted, warnings.catch_warnings(), announce_compiles(announce):
             warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
-            model.fit(X_train, y_train)
+            model.fit(X_train, y_train, validation_data=validation, on_epoch_end=on_epoch_end)
         warm_up_seconds = model.warm_up_seconds_
     train_seconds = time.perf_counter() - t0 - warm_up_seconds
     epochs = len(model.loss_curve_)

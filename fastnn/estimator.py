@@ -7,6 +7,7 @@ import numbers
 import os
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -114,12 +115,22 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
     # ---- training -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> MLPClassifier:
+    def fit(
+        self, X: Any, y: Any, sample_weight: Any = None, *,
+        validation_data: tuple[Any, Any] | None = None,
+        on_epoch_end: Callable[[MLPClassifier, EpochStats], bool] | None = None,
+    ) -> MLPClassifier:  # fmt: skip
         """Train on (X, y) for up to ``max_iter`` epochs; from scratch, or from the fitted
         state (weights, optimizer state, random generator) when ``warm_start``. With
         ``sample_weight`` each minibatch's loss is the weighted mean of its rows' losses, as
-        in scikit-learn."""
-        return self._fit(X, y, incremental=False, classes=None, sample_weight=sample_weight)
+        in scikit-learn.
+
+        fastnn's, for the stochastic solvers: ``validation_data`` (X, y) is scored after every
+        epoch into ``history_`` (not used to stop); ``on_epoch_end(model, stats)`` is called
+        after every epoch with the model holding that epoch's state, and stops the training
+        by returning True (the CLI's checkpoints and Ctrl-C)."""
+        return self._fit(X, y, incremental=False, classes=None, sample_weight=sample_weight,
+                         validation_data=validation_data, on_epoch_end=on_epoch_end)  # fmt: skip
 
     @available_if(lambda self: self.solver != "lbfgs")  # as scikit-learn: lbfgs has none
     def partial_fit(
@@ -130,8 +141,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def _fit(
-        self, X: Any, y: Any, *, incremental: bool, classes: Any, sample_weight: Any = None
-    ) -> MLPClassifier:
+        self, X: Any, y: Any, *, incremental: bool, classes: Any, sample_weight: Any = None,
+        validation_data: tuple[Any, Any] | None = None,
+        on_epoch_end: Callable[[MLPClassifier, EpochStats], bool] | None = None,
+    ) -> MLPClassifier:  # fmt: skip
         self._check_params()
         if incremental and self.early_stopping:
             raise ValueError(
@@ -179,9 +192,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         X_val = y_val = w_val = None
         if self.early_stopping:
             X, X_val, y_idx, y_val, weights, w_val = self._split_validation(X, y_idx, weights)
-        elif getattr(self, "_validation_data", None) is not None:  # scored, not used to stop
-            X_val = validate_data(self, self._validation_data[0], dtype=X.dtype, reset=False)
-            y_val = self._label_indices(np.asarray(self._validation_data[1]))
+        elif validation_data is not None:  # scored, not used to stop
+            X_val = validate_data(self, validation_data[0], dtype=X.dtype, reset=False,
+                                  accept_sparse="csr")  # fmt: skip
+            y_val = self._label_indices(_check_targets(np.asarray(validation_data[1])))
         n = X.shape[0]
         batch = self._batch_rows(n)
         activation = self._activation()
@@ -205,7 +219,6 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         self.n_iter_ = 0
         stopped = False
-        on_epoch_end = getattr(self, "_on_epoch_end", None)
         try:
             with backend.limit_threads(self.n_threads):
                 self._warm_up(backend, params, state, X, y_idx, weights, batch, activation, opt)

@@ -222,10 +222,9 @@ def test_memory_stays_flat_over_200_epochs(digits):
         return False
 
     model = MLPClassifier((32,), max_iter=200, n_iter_no_change=200, backend="numba")
-    model._on_epoch_end = record
     tracemalloc.start()
     try:
-        model.fit(digits.X_train, digits.y_train)
+        model.fit(digits.X_train, digits.y_train, on_epoch_end=record)
     finally:
         tracemalloc.stop()
     assert len(used) == 200

@@ -202,3 +202,19 @@ def test_verbose_prints_scikit_learns_lines(digits, capsys, verbose):
     assert lines == [f"Iteration {i}, loss = {loss:.8f}" for i, loss in
                      enumerate(model.loss_curve_, 1)]  # fmt: skip
     assert "epoch" not in err
+
+
+def test_fit_scores_validation_data_and_calls_on_epoch_end(digits):
+    seen = []
+
+    def on_epoch_end(model, stats):
+        seen.append((len(model.loss_curve_), stats.epoch))
+        return stats.epoch == 3  # stop after the third epoch
+
+    model = MLPClassifier((8,), max_iter=10, random_state=0)
+    model.fit(digits.X_train, digits.y_train, validation_data=(digits.X_test, digits.y_test),
+              on_epoch_end=on_epoch_end)  # fmt: skip
+    assert seen == [(1, 1), (2, 2), (3, 3)] and model.n_iter_ == 3
+    assert all(0 <= h["val_accuracy"] <= 1 and h["val_loss"] > 0 for h in model.history_)
+    assert model.history_[-1]["val_accuracy"] == pytest.approx(
+        model.score(digits.X_test, digits.y_test))  # fmt: skip
