@@ -42,11 +42,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     Parameters follow ``sklearn.neural_network.MLPClassifier`` where the meaning is the
     same (README lists the differences); ``backend`` ("auto" or one of
     ``fastnn.backends.backend_names()``), ``dtype`` ("float32", "float64") and ``n_threads`` are
-    fastnn's. ``batch_size`` also takes
-    "full" (full-batch gradient descent). ``verbose`` prints scikit-learn's "Iteration N, loss
-    = ..." line per epoch; ``progress=True`` (fastnn's) draws a progress bar on stderr
-    instead. ``warm_up_seconds_`` is the time the last fit spent
-    before its first epoch compiling (or loading) the backend's kernels.
+    fastnn's. ``batch_size`` also takes "full" (full-batch gradient descent). ``verbose``
+    prints scikit-learn's "Iteration N, loss = ..." line per epoch; ``progress=True``
+    (fastnn's) draws a progress bar on stderr. ``warm_up_seconds_`` is the time the last fit
+    spent before its first epoch compiling (or loading) the backend's kernels.
     """
 
     def __init__(

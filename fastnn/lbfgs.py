@@ -108,10 +108,10 @@ def fit_lbfgs(
     activation: str,
     alpha: float,
     max_iter: int,
-    output: str = "softmax",
-    weights: Any = None,
     max_fun: int,
     tol: float,
+    output: str = "softmax",
+    weights: Any = None,
 ) -> LbfgsResult:
     """Minimise the Objective over ``params`` (updated in place) from their current values,
     for at most ``max_iter`` iterations and ``max_fun`` loss evaluations, stopping when the

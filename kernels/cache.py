@@ -30,8 +30,8 @@ def sources_stamp(directory: Path, stamps: tuple) -> bytes:
 
 
 def _stamps(directory: Path) -> tuple:
-    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns)
-                 for p in sorted(directory.glob("*.py")))  # fmt: skip
+    stats = ((p.name, p.stat()) for p in sorted(directory.glob("*.py")))
+    return tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
 
 
 class _KernelSources:

@@ -23,7 +23,6 @@ from threadpoolctl import threadpool_limits
 from fastnn.optim import Optimizer, OptimizerState
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")  # identity is also the output's
-OUTPUTS = ("softmax", "logistic")
 
 Array = Any  # an array of the backend's array module
 
@@ -126,17 +125,9 @@ class Backend:
 
         Stable for any finite logits: log-softmax via the row maximum (log-sum-exp).
         """
-        xp = self.xp
-        n = logits.shape[0]
-        rows = xp.arange(n)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_norm = xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-        log_probs = shifted - log_norm
-        loss = -log_probs[rows, y_idx].mean()
-        dlogits = xp.exp(log_probs)
-        dlogits[rows, y_idx] -= 1
-        dlogits /= n
-        return loss, dlogits
+        row_loss, dlogits = self._row_losses(logits, y_idx, "softmax")
+        dlogits /= logits.shape[0]
+        return row_loss.mean(), dlogits
 
     def softmax(self, logits: Array) -> Array:
         """Row-wise probabilities, stable for any finite logits."""
@@ -149,18 +140,16 @@ class Backend:
 
         Stable for any finite logits: log(1 + e^-|z|) never overflows.
         """
-        xp = self.xp
         n = logits.shape[0]
-        loss = xp.maximum(logits, 0) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))
-        dlogits = (self.sigmoid(logits) - targets) / n
-        return loss.sum() / n, dlogits
+        row_loss, dlogits = self._row_losses(logits, targets, "logistic")
+        return row_loss.sum() / n, dlogits / n
 
     def sigmoid(self, logits: Array) -> Array:
         """Element-wise probabilities, stable for any finite logits."""
         e = self.xp.exp(-self.xp.abs(logits))
         return self.xp.where(logits >= 0, 1 / (1 + e), e / (1 + e))
 
-    # ---- the output layer: one of OUTPUTS ------------------------------------------------
+    # ---- the output layer: "softmax" or "logistic" ----------------------------------------
     def output_loss(
         self, logits: Array, targets: Array, output: str, weights: Array | None = None
     ) -> tuple[Array, Array]:
@@ -176,20 +165,28 @@ class Backend:
         self, logits: Array, targets: Array, output: str, weights: Array
     ) -> tuple[Array, Array]:
         """output_loss with row weights: each row's loss and gradient, weighted."""
+        row_loss, dlogits = self._row_losses(logits, targets, output)
+        share = (weights / weights.sum()).astype(logits.dtype)
+        return (share * row_loss).sum(), dlogits * share[:, None]
+
+    def _row_losses(self, logits: Array, targets: Array, output: str) -> tuple[Array, Array]:
+        """Each row's loss, and each row's gradient of it with respect to its logits: the
+        output layer's maths, which softmax_xent, sigmoid_xent and _weighted_loss average.
+
+        Stable for any finite logits: log-softmax via the row maximum (log-sum-exp), and
+        log(1 + e^-|z|), which never overflows.
+        """
         xp = self.xp
         if output == "logistic":
             row_loss = (xp.maximum(logits, 0) - logits * targets
                         + xp.log1p(xp.exp(-xp.abs(logits)))).sum(axis=1)  # fmt: skip
-            dlogits = self.sigmoid(logits) - targets
-        else:
-            rows = xp.arange(logits.shape[0])
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
-            row_loss = -log_probs[rows, targets]
-            dlogits = xp.exp(log_probs)
-            dlogits[rows, targets] -= 1
-        share = (weights / weights.sum()).astype(logits.dtype)
-        return (share * row_loss).sum(), dlogits * share[:, None]
+            return row_loss, self.sigmoid(logits) - targets
+        rows = xp.arange(logits.shape[0])
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        dlogits = xp.exp(log_probs)
+        dlogits[rows, targets] -= 1
+        return -log_probs[rows, targets], dlogits
 
     def output_probs(self, logits: Array, output: str) -> Array:
         """Probabilities of the output layer: per class (softmax) or per label (logistic)."""
