@@ -1,6 +1,6 @@
 """fastnn: fast, verified multilayer perceptrons for MNIST-style data.
 
-One set of maths (forward, softmax cross-entropy, backward, optimizer update) run by a
+One set of maths (forward, the output's loss, backward, optimizer update) run by a
 backend: ``numpy`` (the reference), and faster backends that must match it.
 """
 
@@ -8,5 +8,13 @@ __version__ = "0.1.0"
 
 from fastnn.backends import available_backends, get_backend  # noqa: E402
 from fastnn.estimator import MLPClassifier, load_model  # noqa: E402
+from fastnn.regressor import MLPRegressor  # noqa: E402
 
-__all__ = ["MLPClassifier", "__version__", "available_backends", "get_backend", "load_model"]
+__all__ = [
+    "MLPClassifier",
+    "MLPRegressor",
+    "__version__",
+    "available_backends",
+    "get_backend",
+    "load_model",
+]

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 from fastnn import __version__
 from fastnn.backends import backend_names, get_backend
-from fastnn.backends.base import HIDDEN_ACTIVATIONS
+from fastnn.backends.base import HIDDEN_ACTIVATIONS, REGRESSION_OUTPUTS
 from fastnn.errors import ModelFileError
 from fastnn.io import DTYPES, load_model_file, save_model_file
 from fastnn.lbfgs import fit_lbfgs
@@ -36,10 +36,11 @@ BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")  # restora
 LEARNING_RATES = ("constant", "invscaling", "adaptive")  # schedules; sgd only, as scikit-learn
 
 
-class MLPClassifier(ClassifierMixin, BaseEstimator):
-    """Multilayer perceptron with a softmax output, trained by minibatch SGD or Adam.
+class BaseMLP(BaseEstimator):
+    """What MLPClassifier and MLPRegressor share (scikit-learn's BaseMultilayerPerceptron):
+    the parameters, training by minibatch SGD or Adam (or L-BFGS), early stopping, files.
 
-    Parameters follow ``sklearn.neural_network.MLPClassifier`` where the meaning is the
+    Parameters follow ``sklearn.neural_network``'s estimators where the meaning is the
     same (README lists the differences); ``backend`` ("auto" or one of
     ``fastnn.backends.backend_names()``), ``dtype`` ("float32", "float64") and ``n_threads`` are
     fastnn's. ``batch_size`` also takes "full" (full-batch gradient descent). ``verbose``
@@ -110,15 +111,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True  # densified a minibatch at a time (dense_rows)
-        tags.classifier_tags.multi_label = True
         return tags
 
     # ---- training -----------------------------------------------------------------------
     def fit(
         self, X: Any, y: Any, sample_weight: Any = None, *,
         validation_data: tuple[Any, Any] | None = None,
-        on_epoch_end: Callable[[MLPClassifier, EpochStats], bool] | None = None,
-    ) -> MLPClassifier:  # fmt: skip
+        on_epoch_end: Callable[[Any, EpochStats], bool] | None = None,
+    ) -> BaseMLP:  # fmt: skip
         """Train on (X, y) for up to ``max_iter`` epochs; from scratch, or from the fitted
         state (weights, optimizer state, random generator) when ``warm_start``. With
         ``sample_weight`` each minibatch's loss is the weighted mean of its rows' losses, as
@@ -131,19 +131,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return self._fit(X, y, incremental=False, classes=None, sample_weight=sample_weight,
                          validation_data=validation_data, on_epoch_end=on_epoch_end)  # fmt: skip
 
-    @available_if(lambda self: self.solver != "lbfgs")  # as scikit-learn: lbfgs has none
-    def partial_fit(
-        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
-    ) -> MLPClassifier:
-        """One epoch over (X, y), continuing from the current state; the first call needs
-        ``classes``, every label that any later call may contain."""
-        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
-
     def _fit(
         self, X: Any, y: Any, *, incremental: bool, classes: Any, sample_weight: Any = None,
         validation_data: tuple[Any, Any] | None = None,
-        on_epoch_end: Callable[[MLPClassifier, EpochStats], bool] | None = None,
-    ) -> MLPClassifier:  # fmt: skip
+        on_epoch_end: Callable[[Any, EpochStats], bool] | None = None,
+    ) -> BaseMLP:  # fmt: skip
         self._check_params()
         if incremental and self.early_stopping:
             raise ValueError(
@@ -153,38 +145,15 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         backend = get_backend(self.backend)
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
         _check_2d(X)
-        X, y = validate_data(self, X, y, dtype=self.dtype, reset=first, accept_sparse="csr",
-                             multi_output=True)  # fmt: skip
-        y = _check_targets(y)
+        X, y = self._validate_xy(X, y, reset=first)
         weights = None if sample_weight is None else _check_weights(sample_weight, X.shape[0])
         if first:
-            if incremental and classes is None:
-                raise ValueError(
-                    "classes must be passed on the first call to partial_fit: every label "
-                    "the model will see, e.g. classes=np.unique(y_all)"
-                )
-            self._initialize(X, y, classes if incremental else None)
-        elif _output_of(y) != self.out_activation_:
-            kinds = {"softmax": "one label per sample", "logistic": "a multi-label indicator y"}
-            raise ValueError(
-                f"the model was fitted on {kinds[self.out_activation_]}, this y is "
-                f"{kinds[_output_of(y)]}; fit with warm_start=False to train on it"
-            )
-        elif not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
-            classes_now = _labels_of(y)
-            if not np.array_equal(classes_now, self.classes_):
-                raise ValueError(
-                    "warm_start can only be used where `y` has the same classes as in the "
-                    f"previous call to fit. Previously got {self.classes_}, `y` has "
-                    f"{classes_now}; fit with warm_start=False to train on other classes"
-                )
-            self._learning_rate = float(self.learning_rate_init)
-        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(
-                f"classes={list(np.unique(classes))!r} differs from the first call to "
-                f"partial_fit, which had {self.classes_.tolist()!r}"
-            )
-        y_idx = self._label_indices(y)
+            self._initialize(X, self._start(y, classes if incremental else None))
+        else:
+            self._check_continuation(y, incremental, classes)
+            if not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
+                self._learning_rate = float(self.learning_rate_init)
+        y_idx = self._targets(y)
         if self.solver == "lbfgs":  # early_stopping does not apply, as in scikit-learn
             return self._fit_lbfgs(backend, X, y_idx, weights)
 
@@ -192,9 +161,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if self.early_stopping:
             X, X_val, y_idx, y_val, weights, w_val = self._split_validation(X, y_idx, weights)
         elif validation_data is not None:  # scored, not used to stop
-            X_val = validate_data(self, validation_data[0], dtype=X.dtype, reset=False,
-                                  accept_sparse="csr")  # fmt: skip
-            y_val = self._label_indices(_check_targets(np.asarray(validation_data[1])))
+            X_val, y_val = self._validate_xy(*validation_data, reset=False)
+            y_val = self._targets(y_val)
         n = X.shape[0]
         batch = self._batch_rows(n)
         activation = self._activation()
@@ -256,7 +224,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_lbfgs(
         self, backend: Any, X: np.ndarray, y_idx: np.ndarray, weights: np.ndarray | None
-    ) -> MLPClassifier:
+    ) -> BaseMLP:
         """Full-batch L-BFGS-B from the current weights (fastnn.lbfgs): ``max_iter``
         iterations at most, ``max_fun`` loss evaluations, ``tol`` on the gradient."""
         params = [backend.asarray(p, dtype=X.dtype) for p in self._params_arrays()]
@@ -304,20 +272,10 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         slots = {k: [backend.to_numpy(a) for a in v] for k, v in state.slots.items()}
         self._optimizer_state = OptimizerState(state.step, slots)
 
-    def _initialize(self, X: np.ndarray, y: np.ndarray, classes: Any) -> None:
+    def _initialize(self, X: np.ndarray, n_outputs: int) -> None:
         """Fresh weights, optimizer state, generator and convergence bookkeeping."""
-        labels = _labels_of(y) if classes is None else np.unique(classes)
-        if not len(labels):
-            raise ValueError("classes is empty; pass every label the model will see")
-        self.out_activation_ = _output_of(y)
-        if self.out_activation_ == "logistic" and not np.array_equal(labels, _labels_of(y)):
-            raise ValueError(
-                f"classes={labels.tolist()!r} must be the columns of a multi-label y, "
-                f"{_labels_of(y).tolist()!r}"
-            )
-        self.classes_ = labels
         self._reset_progress()
-        sizes = layer_sizes(X.shape[1], self._hidden(), len(labels))
+        sizes = layer_sizes(X.shape[1], self._hidden(), n_outputs)
         # scikit-learn's draws from its own random_state: the same initial weights as its MLP
         start = init_params(
             sizes, self._activation(), X.dtype, check_random_state(self.random_state)
@@ -342,43 +300,27 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self.validation_scores_ = self.best_validation_score_ = None
             self.best_loss_ = np.inf
 
-    def _label_indices(self, y: np.ndarray) -> np.ndarray:
-        """Positions of the labels in ``classes_`` (unknown labels are an error); a
-        multi-label y as the 0/1 targets of its outputs."""
-        if self.out_activation_ == "logistic":
-            if y.shape[1] != len(self.classes_):
-                raise ValueError(
-                    f"y has {y.shape[1]} labels (columns), the model {len(self.classes_)}"
-                )
-            return (y > 0).astype(self.coefs_[0].dtype)
-        y_idx = np.searchsorted(self.classes_, y)
-        unknown = (y_idx >= len(self.classes_)) | (
-            self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y
-        )
-        if unknown.any():
-            raise ValueError(
-                f"y contains labels not in classes_ {self.classes_.tolist()!r}: "
-                f"{np.unique(y[unknown]).tolist()!r}; pass every label in classes= on the "
-                "first call to partial_fit, or fit from scratch"
-            )
-        return y_idx.astype(np.int64)
+    def _stratify(self, y: np.ndarray) -> np.ndarray | None:
+        """What the early-stopping split stratifies by (a classifier's classes); None: random."""
+        return None
 
     def _split_validation(
         self, X: np.ndarray, y_idx: np.ndarray, weights: np.ndarray | None
     ) -> tuple[Any, ...]:
-        """Stratified held-out rows for early stopping, drawn from the model's generator:
-        (X, X_val, y, y_val, weights, weights_val), the weights None when not given."""
+        """Held-out rows for early stopping (stratified by class for a classifier), drawn from
+        the model's generator: (X, X_val, y, y_val, weights, weights_val), the weights None
+        when not given."""
         arrays = (X, y_idx) if weights is None else (X, y_idx, weights)
         try:
             split = train_test_split(
                 *arrays,
                 test_size=self.validation_fraction,
-                stratify=None if y_idx.ndim == 2 else _one_hot(y_idx, len(self.classes_)),
+                stratify=self._stratify(y_idx),
                 random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
             )
         except ValueError as exc:  # too few samples of some class to stratify
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} cannot hold out a stratified "
+                f"validation_fraction={self.validation_fraction} cannot hold out a "
                 f"validation sample of {len(y_idx)} rows ({exc}); increase "
                 "validation_fraction or the size of the data"
             ) from exc
@@ -402,10 +344,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _converged(self, stats: EpochStats, backend: Any, params: list[Any]) -> bool:
         """scikit-learn's rule after an epoch: count epochs without improvement by ``tol``
-        (validation accuracy with ``early_stopping``, else training loss), update the
+        (the validation score with ``early_stopping``, else training loss), update the
         learning-rate schedule, and say whether to stop."""
         if self.early_stopping:
-            score = stats.val_accuracy
+            regression = self.out_activation_ in REGRESSION_OUTPUTS
+            score = stats.val_r2 if regression else stats.val_accuracy
             self.validation_scores_.append(score)
             if self.verbose:
                 print(f"Validation score: {score:f}")
@@ -444,36 +387,16 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return True
 
     # ---- inference ----------------------------------------------------------------------
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Class probabilities, one row per sample, columns in the order of ``classes_``; with
-        a multi-label y, each label's probability, kept inside (0, 1) by the dtype's epsilon
-        (a float32 sigmoid rounds to exactly 1 from a logit of about 17)."""
+    def _outputs(self, X: Any) -> np.ndarray:
+        """The output layer's values for every row of X (Backend.output_probs), on host."""
         check_is_fitted(self, "coefs_")
         _check_2d(X)
         X = validate_data(self, X, dtype=self.coefs_[0].dtype, reset=False, accept_sparse="csr")
         backend = get_backend(self.backend)
         params = [backend.asarray(p) for p in self._params_arrays()]
         with backend.limit_threads(self.n_threads):
-            proba = predict_proba(backend, params, _on_backend(backend, X), self._activation(),
-                                  self.out_activation_)  # fmt: skip
-        if self.out_activation_ == "logistic":
-            eps = np.finfo(proba.dtype).eps
-            np.clip(proba, eps, 1 - eps, out=proba)
-        return proba
-
-    def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log of ``predict_proba``."""
-        proba = self.predict_proba(X)
-        with np.errstate(divide="ignore"):
-            return np.log(proba, out=proba)
-
-    def predict(self, X: Any) -> np.ndarray:
-        """The most probable class of each sample; with a multi-label y, the 0/1 indicator of
-        the labels whose probability is above one half."""
-        proba = self.predict_proba(X)
-        if self.out_activation_ == "logistic":
-            return (proba > 0.5).astype(np.int64)
-        return self.classes_[proba.argmax(axis=1)]
+            return predict_proba(backend, params, _on_backend(backend, X), self._activation(),
+                                 self.out_activation_)  # fmt: skip
 
     # ---- files --------------------------------------------------------------------------
     def save(
@@ -507,7 +430,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
                 "layer_sizes": [self.n_features_in_, *self._hidden(), self.n_outputs_],
                 "activation": self._activation(),
                 "dtype": str(self.coefs_[0].dtype),
-                "classes": self.classes_.tolist(),
+                "estimator": type(self).__name__,
+                **({"classes": self.classes_.tolist()} if hasattr(self, "classes_") else {}),
                 "out_activation": self.out_activation_,
                 "feature_names": getattr(self, "feature_names_in_", np.array([])).tolist(),
                 "estimator_params": params,
@@ -671,6 +595,121 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             _check_integer("batch_size", self.batch_size, "'auto', 'full' or a positive integer")
 
 
+class MLPClassifier(ClassifierMixin, BaseMLP):
+    """Multilayer perceptron classifier: a softmax output (one label per sample) or a logistic
+    output per label (a multi-label indicator y), as ``sklearn.neural_network.MLPClassifier``;
+    see BaseMLP for the parameters."""
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+    @available_if(lambda self: self.solver != "lbfgs")  # as scikit-learn: lbfgs has none
+    def partial_fit(
+        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
+    ) -> MLPClassifier:
+        """One epoch over (X, y), continuing from the current state; the first call needs
+        ``classes``, every label that any later call may contain."""
+        if classes is None and not hasattr(self, "coefs_"):
+            raise ValueError(
+                "classes must be passed on the first call to partial_fit: every label "
+                "the model will see, e.g. classes=np.unique(y_all)"
+            )
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
+
+    # ---- targets: BaseMLP's hooks ---------------------------------------------------------
+    def _validate_xy(self, X: Any, y: Any, *, reset: bool) -> tuple[Any, np.ndarray]:
+        X, y = validate_data(self, X, y, dtype=self.dtype, reset=reset, accept_sparse="csr",
+                             multi_output=True)  # fmt: skip
+        return X, _check_targets(y)
+
+    def _start(self, y: np.ndarray, classes: Any) -> int:
+        """classes_ and out_activation_ of a new model; its number of outputs."""
+        labels = _labels_of(y) if classes is None else np.unique(classes)
+        if not len(labels):
+            raise ValueError("classes is empty; pass every label the model will see")
+        self.out_activation_ = _output_of(y)
+        if self.out_activation_ == "logistic" and not np.array_equal(labels, _labels_of(y)):
+            raise ValueError(
+                f"classes={labels.tolist()!r} must be the columns of a multi-label y, "
+                f"{_labels_of(y).tolist()!r}"
+            )
+        self.classes_ = labels
+        return len(labels)
+
+    def _check_continuation(self, y: np.ndarray, incremental: bool, classes: Any) -> None:
+        """y (and partial_fit's classes) must fit the model that training continues."""
+        if _output_of(y) != self.out_activation_:
+            kinds = {"softmax": "one label per sample", "logistic": "a multi-label indicator y"}
+            raise ValueError(
+                f"the model was fitted on {kinds[self.out_activation_]}, this y is "
+                f"{kinds[_output_of(y)]}; fit with warm_start=False to train on it"
+            )
+        if not incremental:
+            classes_now = _labels_of(y)
+            if not np.array_equal(classes_now, self.classes_):
+                raise ValueError(
+                    "warm_start can only be used where `y` has the same classes as in the "
+                    f"previous call to fit. Previously got {self.classes_}, `y` has "
+                    f"{classes_now}; fit with warm_start=False to train on other classes"
+                )
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes={list(np.unique(classes))!r} differs from the first call to "
+                f"partial_fit, which had {self.classes_.tolist()!r}"
+            )
+
+    def _targets(self, y: np.ndarray) -> np.ndarray:
+        """Positions of the labels in ``classes_`` (unknown labels are an error); a
+        multi-label y as the 0/1 targets of its outputs."""
+        if self.out_activation_ == "logistic":
+            if y.shape[1] != len(self.classes_):
+                raise ValueError(
+                    f"y has {y.shape[1]} labels (columns), the model {len(self.classes_)}"
+                )
+            return (y > 0).astype(self.coefs_[0].dtype)
+        y_idx = np.searchsorted(self.classes_, y)
+        unknown = (y_idx >= len(self.classes_)) | (
+            self.classes_[np.minimum(y_idx, len(self.classes_) - 1)] != y
+        )
+        if unknown.any():
+            raise ValueError(
+                f"y contains labels not in classes_ {self.classes_.tolist()!r}: "
+                f"{np.unique(y[unknown]).tolist()!r}; pass every label in classes= on the "
+                "first call to partial_fit, or fit from scratch"
+            )
+        return y_idx.astype(np.int64)
+
+    def _stratify(self, y_idx: np.ndarray) -> np.ndarray | None:
+        return None if y_idx.ndim == 2 else _one_hot(y_idx, len(self.classes_))
+
+    # ---- inference ----------------------------------------------------------------------
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, one row per sample, columns in the order of ``classes_``; with
+        a multi-label y, each label's probability, kept inside (0, 1) by the dtype's epsilon
+        (a float32 sigmoid rounds to exactly 1 from a logit of about 17)."""
+        proba = self._outputs(X)
+        if self.out_activation_ == "logistic":
+            eps = np.finfo(proba.dtype).eps
+            np.clip(proba, eps, 1 - eps, out=proba)
+        return proba
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of ``predict_proba``."""
+        proba = self.predict_proba(X)
+        with np.errstate(divide="ignore"):
+            return np.log(proba, out=proba)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable class of each sample; with a multi-label y, the 0/1 indicator of
+        the labels whose probability is above one half."""
+        proba = self.predict_proba(X)
+        if self.out_activation_ == "logistic":
+            return (proba > 0.5).astype(np.int64)
+        return self.classes_[proba.argmax(axis=1)]
+
+
 class _PrintLoss:
     """scikit-learn's ``verbose`` output: one line per epoch."""
 
@@ -685,20 +724,34 @@ class _PrintLoss:
         return False
 
 
-def load_model(path: str | os.PathLike, *, backend: str = "auto") -> MLPClassifier:
-    """A fitted ``MLPClassifier`` from a file written by ``save`` (never unpickles)."""
+def load_model(path: str | os.PathLike, *, backend: str = "auto") -> BaseMLP:
+    """A fitted ``MLPClassifier`` or ``MLPRegressor`` from a file written by ``save`` (never
+    unpickles)."""
+    from fastnn.regressor import MLPRegressor  # here, not above: it imports this module
+
     params, meta, extra = load_model_file(path)
-    known = MLPClassifier().get_params()
+    kinds = {"MLPClassifier": MLPClassifier, "MLPRegressor": MLPRegressor}
+    kind = meta.get("estimator", "MLPClassifier")  # files before the regressor: classifiers
+    outputs = {"MLPClassifier": ("softmax", "logistic"), "MLPRegressor": REGRESSION_OUTPUTS}
+    out_activation = meta.get("out_activation", "softmax")
+    if kind not in kinds or out_activation not in outputs[kind]:
+        raise ModelFileError(
+            f"{path}: unknown estimator {kind!r} with output {out_activation!r}; expected "
+            "an MLPClassifier or MLPRegressor written by fastnn's save"
+        )
+    estimator = kinds[kind]
+    known = estimator().get_params()
     kwargs = {k: v for k, v in meta.get("estimator_params", {}).items() if k in known}
     if "hidden_layer_sizes" in kwargs:
         kwargs["hidden_layer_sizes"] = tuple(kwargs["hidden_layer_sizes"])
-    model = MLPClassifier(**{**kwargs, "backend": backend})
+    model = estimator(**{**kwargs, "backend": backend})
     model.activation = meta.get("activation", model.activation)
     model.hidden_layer_sizes = tuple(meta["layer_sizes"][1:-1])
     model._reset_progress()
     model._set_params_arrays(params)
-    model.classes_ = np.asarray(meta["classes"])
-    model.out_activation_ = meta.get("out_activation", "softmax")
+    if "classes" in meta:
+        model.classes_ = np.asarray(meta["classes"])
+    model.out_activation_ = out_activation
     model.n_features_in_ = meta["layer_sizes"][0]
     if meta.get("feature_names"):
         model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)

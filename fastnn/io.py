@@ -133,5 +133,7 @@ def _check_metadata(path: Path, meta: Any) -> None:
     if meta.get("dtype") not in DTYPES:
         raise ModelFileError(f"{path}: metadata dtype must be one of {', '.join(DTYPES)}")
     classes = meta.get("classes")
+    if meta.get("estimator") == "MLPRegressor":  # outputs, no classes
+        return
     if not isinstance(classes, list) or len(classes) != sizes[-1]:
         raise ModelFileError(f"{path}: metadata classes must list one label per output unit")

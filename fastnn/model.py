@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse
 
-from fastnn.backends.base import Backend, dense_rows
+from fastnn.backends.base import REGRESSION_OUTPUTS, Backend, dense_rows
 
 INFERENCE_CHUNK = 8192  # rows per forward pass at inference: bounds memory on any dataset
 SPARSE_CHUNK_BYTES = 1 << 26  # at most this much of a sparse X densified at once
@@ -64,27 +64,53 @@ def evaluate(
     backend: Backend, params: list[Any], X: Any, y_idx: Any, activation: str,
     output: str = "softmax", weights: Any = None,
 ) -> tuple[float, float]:  # fmt: skip
-    """(mean loss, accuracy) of the network on (X, y_idx), in chunks; both weighted by the
-    rows' ``weights`` when given (scikit-learn's ``sample_weight`` in ``score``)."""
+    """(mean loss, score) of the network on (X, y_idx), in chunks: the score is the accuracy,
+    or for a regression output the R^2 averaged over the outputs (scikit-learn's ``score``);
+    both weighted by the rows' ``weights`` when given (scikit-learn's ``sample_weight``)."""
+    regression = output in REGRESSION_OUTPUTS
     loss_sum = correct = total = 0.0
+    residual = 0.0  # regression: per output, the (weighted) sum of squared errors
     step = chunk_rows(X)
     for s in range(0, X.shape[0], step):
         rows = slice(s, s + step)
         logits = backend.forward(params, dense_rows(backend, X, rows), activation)
         y_chunk = y_idx[rows]
-        if weights is None:
-            loss, _ = backend.output_loss(logits, y_chunk, output)
-            share = y_chunk.shape[0]
-            hits = backend.hits(logits, y_chunk, output)
-        else:
-            w = weights[rows]
-            share = float(w.sum())
-            if share == 0:
-                continue
-            loss, _ = backend.output_loss(logits, y_chunk, output, w)
-            hits = (w * backend.row_hits(logits, y_chunk, output)).sum()
+        w = None if weights is None else weights[rows]
+        share = y_chunk.shape[0] if w is None else float(w.sum())
+        if share == 0:
+            continue
+        loss, _ = backend.output_loss(logits, y_chunk, output, w)
         loss_sum += float(loss) * share
-        correct += float(hits)
         total += share
+        if regression:
+            err = (backend.output_probs(logits, output) - y_chunk).astype(np.float64) ** 2
+            residual = residual + (err.sum(axis=0) if w is None else w.astype(np.float64) @ err)
+        else:
+            hits = backend.row_hits(logits, y_chunk, output)
+            correct += float(hits.sum() if w is None else (w * hits).sum())
     total = total or 1.0
+    if regression:
+        return loss_sum / total, r2(backend, residual, y_idx, weights)
     return loss_sum / total, correct / total
+
+
+def r2(backend: Backend, residual: Any, y: Any, weights: Any = None) -> float:
+    """scikit-learn's ``r2_score`` (uniform average over the outputs, ``force_finite``) from
+    each output's sum of squared errors: an output whose targets are constant scores 1 when
+    predicted exactly and 0 otherwise; NaN when a prediction is not finite."""
+    xp = backend.xp
+    y = y.astype(np.float64)
+    if weights is None:
+        spread = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
+    else:
+        weights = weights.astype(np.float64)
+        mean = (weights @ y) / weights.sum()
+        spread = weights @ ((y - mean) ** 2)
+    residual = backend.to_numpy(xp.asarray(residual)).astype(np.float64)
+    spread = backend.to_numpy(spread).astype(np.float64)
+    if not np.isfinite(residual).all():
+        return float("nan")
+    constant = spread == 0
+    scores = np.where(constant, (residual == 0).astype(float),
+                      1 - residual / np.where(constant, 1, spread))  # fmt: skip
+    return float(scores.mean())

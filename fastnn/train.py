@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fastnn.backends.base import Backend
+from fastnn.backends.base import REGRESSION_OUTPUTS, Backend
 from fastnn.errors import TrainingDiverged
 from fastnn.model import evaluate
 from fastnn.optim import Optimizer, OptimizerState
@@ -21,15 +21,18 @@ PROGRESS_ROWS = 8192  # rows per backend call: progress updates without per-step
 
 @dataclass
 class EpochStats:
-    """What one epoch did: mean training loss and accuracy over its samples, wall time."""
+    """What one epoch did: mean training loss and accuracy (None for a regression) over its
+    samples, wall time; on held-out rows, when training has some, the loss and the accuracy
+    or a regression's R^2."""
 
     epoch: int
     loss: float
-    accuracy: float
+    accuracy: float | None
     seconds: float
     samples: int
-    val_loss: float | None = None  # on the held-out rows, when training has some
+    val_loss: float | None = None
     val_accuracy: float | None = None
+    val_r2: float | None = None
 
     @property
     def samples_per_second(self) -> float:
@@ -147,12 +150,18 @@ def train(
                 f"or the parameters became NaN or infinite; the parameters are left at their "
                 f"last finite values; lower the learning rate (it is {opt.lr:g})"
             )
-        stats = EpochStats(epoch, loss, accuracy, time.perf_counter() - t0, n)
+        regression = output in REGRESSION_OUTPUTS
+        seconds = time.perf_counter() - t0
+        stats = EpochStats(epoch, loss, None if regression else accuracy, seconds, n)
         if validation is not None:
             with backend.scoring_between_epochs(params):
-                stats.val_loss, stats.val_accuracy = evaluate(
+                stats.val_loss, score = evaluate(
                     backend, params, *validation[:2], activation, output, *validation[2:]
                 )
+            if regression:
+                stats.val_r2 = score
+            else:
+                stats.val_accuracy = score
         history.append(stats)
         stop = [cb.on_epoch_end(stats) for cb in callbacks]
         if any(stop):
@@ -235,6 +244,7 @@ class ProgressBar:
         self.bar.update(n_rows)
 
     def on_epoch_end(self, stats: EpochStats) -> bool:
-        self.bar.set_postfix(loss=f"{stats.loss:.4f}", acc=f"{stats.accuracy:.4f}")
+        score = {} if stats.accuracy is None else {"acc": f"{stats.accuracy:.4f}"}
+        self.bar.set_postfix(loss=f"{stats.loss:.4f}", **score)
         self.bar.close()
         return False

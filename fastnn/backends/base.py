@@ -3,9 +3,11 @@
 Conventions: samples are rows, so ``x`` is batch x features and ``W`` is fan_in x fan_out
 (the from-scratch notebooks used columns, ``W @ x``; rows match scikit-learn and PyTorch).
 Parameters travel as one flat list ``[W0, b0, W1, b1, ...]``; the last layer has no
-activation ("identity") and feeds the output's loss: ``output="softmax"`` (one label per row:
-softmax cross-entropy against integer labels) or ``"logistic"`` (multi-label: a sigmoid and a
-binary cross-entropy per output, against a 0/1 matrix), scikit-learn's ``out_activation_``.
+activation ("identity") and feeds the output's loss, named by scikit-learn's ``out_activation_``:
+``output="softmax"`` (one label per row: softmax cross-entropy against integer labels),
+``"logistic"`` (multi-label: a sigmoid and a binary cross-entropy per output, against a 0/1
+matrix), ``"identity"`` (regression: half the squared error against a float matrix) or
+``"exp"`` (Poisson regression: half the Poisson deviance of exp(logits)).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from threadpoolctl import threadpool_limits
 from fastnn.optim import Optimizer, OptimizerState
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")  # identity is also the output's
+REGRESSION_OUTPUTS = ("identity", "exp")  # squared error, Poisson deviance
 
 Array = Any  # an array of the backend's array module
 
@@ -159,7 +162,11 @@ class Backend:
             return self._weighted_loss(logits, targets, output, weights)
         if output == "logistic":
             return self.sigmoid_xent(logits, targets)
-        return self.softmax_xent(logits, targets)
+        if output == "softmax":
+            return self.softmax_xent(logits, targets)
+        row_loss, dlogits = self._row_losses(logits, targets, output)
+        dlogits /= logits.shape[0]
+        return row_loss.mean(), dlogits
 
     def _weighted_loss(
         self, logits: Array, targets: Array, output: str, weights: Array
@@ -174,9 +181,19 @@ class Backend:
         output layer's maths, which softmax_xent, sigmoid_xent and _weighted_loss average.
 
         Stable for any finite logits: log-softmax via the row maximum (log-sum-exp), and
-        log(1 + e^-|z|), which never overflows.
+        log(1 + e^-|z|), which never overflows. The squared error is scikit-learn's: the loss
+        averages the outputs, its gradient (logits - targets) does not (the same with one
+        output; with several, scikit-learn's own ``loss_`` and gradient differ by that factor).
+        Poisson: y log(y / p) - y + p summed over the outputs, p = exp(logits), gradient p - y.
         """
         xp = self.xp
+        if output == "identity":
+            diff = logits - targets
+            return 0.5 * (diff * diff).mean(axis=1), diff
+        if output == "exp":
+            p = xp.exp(logits)
+            ylogy = targets * (xp.log(xp.where(targets > 0, targets, 1)) - logits)
+            return (ylogy - targets + p).sum(axis=1), p - targets
         if output == "logistic":
             row_loss = (xp.maximum(logits, 0) - logits * targets
                         + xp.log1p(xp.exp(-xp.abs(logits)))).sum(axis=1)  # fmt: skip
@@ -189,7 +206,12 @@ class Backend:
         return -log_probs[rows, targets], dlogits
 
     def output_probs(self, logits: Array, output: str) -> Array:
-        """Probabilities of the output layer: per class (softmax) or per label (logistic)."""
+        """What the output layer predicts: probabilities per class (softmax) or per label
+        (logistic), or a regression's values (identity: the logits, exp: their exponential)."""
+        if output == "identity":
+            return logits
+        if output == "exp":
+            return self.xp.exp(logits)
         return self.sigmoid(logits) if output == "logistic" else self.softmax(logits)
 
     def hits(self, logits: Array, targets: Array, output: str) -> Array:
@@ -198,7 +220,9 @@ class Backend:
 
     def row_hits(self, logits: Array, targets: Array, output: str) -> Array:
         """Per row, whether it is predicted right: the top class is the label, or every
-        label is."""
+        label is; never for a regression (no value is "right")."""
+        if output in REGRESSION_OUTPUTS:
+            return self.xp.zeros(logits.shape[0], dtype=bool)
         if output == "logistic":
             return ((logits > 0) == (targets > 0.5)).all(axis=1)
         return logits.argmax(axis=1) == targets
