@@ -17,5 +17,6 @@ class BackendUnavailableError(FastnnError, RuntimeError):
     """The requested backend cannot run here (package missing, no device)."""
 
 
-class TrainingDiverged(FastnnError, ArithmeticError):
-    """The loss or the parameters became NaN or infinite; parameters are left finite."""
+class TrainingDiverged(FastnnError, ArithmeticError, ValueError):
+    """The loss or the parameters became NaN or infinite; parameters are left finite. A
+    ValueError too, as scikit-learn's MLP raises for non-finite weights."""

@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 from fastnn import __version__
 from fastnn.backends import backend_names, get_backend
 from fastnn.backends.base import HIDDEN_ACTIVATIONS, REGRESSION_OUTPUTS
-from fastnn.errors import ModelFileError
+from fastnn.errors import ModelFileError, TrainingDiverged
 from fastnn.io import DTYPES, load_model_file, save_model_file
 from fastnn.lbfgs import fit_lbfgs
 from fastnn.model import init_params, layer_sizes, predict_proba
@@ -132,7 +132,7 @@ class BaseMLP(BaseEstimator):
                          validation_data=validation_data, on_epoch_end=on_epoch_end)  # fmt: skip
 
     def _fit(
-        self, X: Any, y: Any, *, incremental: bool, classes: Any, sample_weight: Any = None,
+        self, X: Any, y: Any, *, incremental: bool, classes: Any = None, sample_weight: Any = None,
         validation_data: tuple[Any, Any] | None = None,
         on_epoch_end: Callable[[Any, EpochStats], bool] | None = None,
     ) -> BaseMLP:  # fmt: skip
@@ -192,12 +192,23 @@ class BaseMLP(BaseEstimator):
                 for _ in range(1 if incremental else self.max_iter):
                     if opt.lr != self._learning_rate:  # "adaptive" lowers it
                         opt = dataclasses.replace(opt, lr=self._learning_rate)
-                    (stats,) = train(
-                        backend, params, state, X, y_idx, activation=activation, opt=opt, epochs=1,
-                        batch_size=batch, shuffle=self.shuffle, rng=self._rng,
-                        first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
-                        validation=validation, output=self.out_activation_, weights=weights,
-                    )  # fmt: skip
+                    try:
+                        (stats,) = train(
+                            backend, params, state, X, y_idx, activation=activation, opt=opt,
+                            epochs=1, batch_size=batch, shuffle=self.shuffle, rng=self._rng,
+                            first_epoch=len(self.loss_curve_) + 1, callbacks=callbacks,
+                            validation=validation, output=self.out_activation_, weights=weights,
+                        )  # fmt: skip
+                    except TrainingDiverged as exc:
+                        if self._best_params is None:
+                            raise
+                        # as scikit-learn: early stopping keeps its best weights, no error, and
+                        # the diverged epoch scores NaN
+                        self.validation_scores_.append(float("nan"))
+                        kept = "early stopping keeps the weights of the best validation score"
+                        warnings.warn(f"{exc}; {kept}", ConvergenceWarning, stacklevel=3)
+                        stopped = True
+                        break
                     self.n_iter_ += 1
                     self.t_ += n
                     self.loss_ = stats.loss
@@ -326,8 +337,9 @@ class BaseMLP(BaseEstimator):
             ) from exc
         if split[1].shape[0] < 2:
             raise ValueError(
-                f"validation_fraction={self.validation_fraction} leaves {split[1].shape[0]} "
-                "validation sample(s); increase validation_fraction or the size of the data"
+                f"The validation set is too small: validation_fraction={self.validation_fraction} "
+                f"leaves {split[1].shape[0]} of {len(y_idx)} samples (2 at least); increase "
+                "validation_fraction or the size of the data"
             )
         return (*split, None, None) if weights is None else tuple(split)
 

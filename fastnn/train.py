@@ -16,6 +16,11 @@ from fastnn.errors import TrainingDiverged
 from fastnn.model import evaluate
 from fastnn.optim import Optimizer, OptimizerState
 
+# scikit-learn's words for a divergence, so that code matching its message matches fastnn's
+NONFINITE = (
+    "Solver produced non-finite parameter weights. The input data may contain large values and "
+    "need to be preprocessed."
+)
 PROGRESS_ROWS = 8192  # rows per backend call: progress updates without per-step overhead
 
 
@@ -146,9 +151,9 @@ def train(
                                          batch_size, order, output, weights)  # fmt: skip
             n_batches = -(-n // batch_size)
             raise TrainingDiverged(
-                f"training diverged in epoch {epoch}, batch {where} of {n_batches}: the loss "
-                f"or the parameters became NaN or infinite; the parameters are left at their "
-                f"last finite values; lower the learning rate (it is {opt.lr:g})"
+                f"training diverged in epoch {epoch}, batch {where} of {n_batches}: {NONFINITE} "
+                f"The parameters are left at their last finite values; lower the learning rate "
+                f"(it is {opt.lr:g}) or scale the data"
             )
         regression = output in REGRESSION_OUTPUTS
         seconds = time.perf_counter() - t0
