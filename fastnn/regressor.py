@@ -22,10 +22,10 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def __init__(
         self,
+        loss: str = "squared_error",  # first, as in scikit-learn 1.9's signature
         hidden_layer_sizes: tuple[int, ...] = (100,),
         activation: str = "relu",
         *,
-        loss: str = "squared_error",
         solver: str = "adam",
         alpha: float = 0.0001,
         batch_size: int | str = "auto",

@@ -1,4 +1,4 @@
-"""fastnn.MLPClassifier as a drop-in scikit-learn estimator: scikit-learn's own estimator
+"""fastnn.MLPClassifier and MLPRegressor as drop-in scikit-learn estimators: scikit-learn's own estimator
 checks, and the tools users combine it with (Pipeline, GridSearchCV, cross_val_score,
 pickle/joblib)."""
 
@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastnn import MLPClassifier
+from fastnn import MLPClassifier, MLPRegressor
 from fastnn.backends import available_backends, get_backend
 
 BACKENDS = [b for b in ("numpy", "numba") if b in available_backends()]
@@ -33,8 +33,9 @@ EXPECTED_FAILED_CHECKS = {
 
 
 @parametrize_with_checks(
-    [MLPClassifier(max_iter=100, backend=b, random_state=0, dtype=d, solver=solver)
-     for b in BACKENDS for d in ("float32", "float64") for solver in ("adam", "lbfgs")],
+    [estimator(max_iter=100, backend=b, random_state=0, dtype=d, solver=solver)
+     for estimator in (MLPClassifier, MLPRegressor) for b in BACKENDS
+     for d in ("float32", "float64") for solver in ("adam", "lbfgs")],
     expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS if est.dtype == "float32" else {},
 )  # fmt: skip
 def test_sklearn_estimator_checks(estimator, check):
