@@ -34,6 +34,9 @@ One round is one training epoch over 60000 x 784 float32 samples (`inference`: p
 digits' 1437 training images, each round with the next seed; `fit-digits-lbfgs`: one fit with
 `solver="lbfgs"`, `max_iter=200`, to scikit-learn's default `tol`, samples/s counting the
 training images once and no GFLOP/s, as each implementation takes its own number of iterations;
+`fit-regression`, `fit-diabetes`: one `MLPRegressor.fit` of 10 epochs on 60000 x 784 synthetic
+regression samples (`bench/workloads.py`'s regression_like), or of 200 epochs on diabetes' 353
+training rows, scored by R^2 on held-out rows;
 `concurrent`: two identical
 trainings of `small`, {CONCURRENT.rows} samples x {CONCURRENT.epochs} epochs each, started at once
 in two processes: the round's time is the slower one's, samples/s and GFLOP/s are one

@@ -66,12 +66,16 @@ def synthetic_mnist(seed: int = 0, n: int = N_TRAIN) -> tuple[np.ndarray, np.nda
 
 @dataclass(frozen=True)
 class FitWorkload:
-    """``MLPClassifier.fit`` with the same hyperparameters in fastnn and scikit-learn: hidden
-    (100,), adam, batch 200, a fixed number of epochs (no stopping on a plateau); or lbfgs
-    with ``epochs`` as max_iter, stopping where it converges (scikit-learn's default tol)."""
+    """``MLPClassifier.fit`` (``MLPRegressor.fit`` for regression data) with the same
+    hyperparameters in fastnn and scikit-learn: hidden (100,), adam, batch 200, a fixed number
+    of epochs (no stopping on a plateau); or lbfgs with ``epochs`` as max_iter, stopping where
+    it converges (scikit-learn's default tol)."""
 
     name: str
-    data: str  # "mnist-like" (synthetic 60000 x 784) or "digits" (scikit-learn's, 80% train)
+    # "mnist-like" (synthetic 60000 x 784) or "digits" (scikit-learn's, 80% train); regression:
+    # "regression-like" (synthetic 60000 x 784, regression_like) or "diabetes" (scikit-learn's
+    # 442 patients, standardised, 80% train)
+    data: str
     epochs: int
     hidden: tuple[int, ...] = (100,)
     batch_size: int = 200
@@ -80,8 +84,12 @@ class FitWorkload:
     solver: str = "adam"
 
     @property
+    def regression(self) -> bool:
+        return self.data in ("regression-like", "diabetes")
+
+    @property
     def sizes(self) -> tuple[int, ...]:
-        return (self.n_features, *self.hidden, N_CLASSES)
+        return (self.n_features, *self.hidden, 1 if self.regression else N_CLASSES)
 
     def estimator_params(self, seed: int) -> dict:
         return dict(
@@ -111,34 +119,33 @@ FIT_WORKLOADS = {
         FitWorkload(
             "fit-digits-lbfgs", "digits", epochs=200, n_train=1437, n_features=64, solver="lbfgs"
         ),  # fmt: skip
+        FitWorkload("fit-regression", "regression-like", epochs=10),
+        FitWorkload("fit-diabetes", "diabetes", epochs=200, n_train=353, n_features=10),
     ]
 }
 
 
-@dataclass(frozen=True)
-class ConcurrentWorkload:
-    """Two identical trainings of ``base`` started at once in two processes, each over
-    ``rows`` synthetic samples for ``epochs`` epochs: how much each slows down next to the
-    other (the issue's bar: within 2.5x of its time alone)."""
-
-    name: str
-    base: Workload
-    rows: int
-    epochs: int
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return self.base.sizes
-
-    @property
-    def flops(self) -> float:
-        """One training's floating-point operations (the other's are the same)."""
-        return self.base.flops / N_TRAIN * self.samples
-
-    @property
-    def samples(self) -> int:
-        return self.rows * self.epochs
+def regression_like(seed: int = 0, n: int = N_TRAIN) -> tuple[np.ndarray, np.ndarray]:
+    """n (60000) x 784 float32 inputs as synthetic_mnist's and one standardised float32
+    target: a fixed random tanh network of them (784-4-1) plus noise, so that a test R^2 of
+    about 0.95 is learnable in a few epochs."""
+    X, _ = synthetic_mnist(seed, n)
+    teacher = np.random.default_rng(12345)
+    W = teacher.standard_normal((N_FEATURES, 4)).astype(np.float32) / np.sqrt(N_FEATURES / 12)
+    y = np.tanh((X - 0.5) @ W) @ teacher.standard_normal(4).astype(np.float32)
+    y += np.random.default_rng(seed + 1).normal(0, 0.2 * y.std(), n).astype(np.float32)
+    return X, ((y - y.mean()) / y.std()).astype(np.float32)
 
 
-# about 0.3 s alone for fastnn-numba on 2 Zen 5 cores, 0.6 s for numpy, 0.8 s for torch
-CONCURRENT = ConcurrentWorkload("concurrent", WORKLOADS["small"], rows=20000, epochs=10)
+def diabetes_split() -> tuple[np.ndarray, ...]:
+    """scikit-learn's diabetes data (442 x 10), inputs and target standardised on the training
+    rows: (X_train, y_train, X_test, y_test), 353 rows to train."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.model_selection import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.2, random_state=0)
+    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+    y_mean, y_std = y_train.mean(), y_train.std()
+    return ((X_train - mean) / std, (y_train - y_mean) / y_std, (X_test - mean) / std,
+            (y_test - y_mean) / y_std)  # fmt: skip
