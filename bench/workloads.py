@@ -125,6 +125,35 @@ FIT_WORKLOADS = {
 }
 
 
+@dataclass(frozen=True)
+class ConcurrentWorkload:
+    """Two identical trainings of ``base`` started at once in two processes, each over
+    ``rows`` synthetic samples for ``epochs`` epochs: how much each slows down next to the
+    other (the issue's bar: within 2.5x of its time alone)."""
+
+    name: str
+    base: Workload
+    rows: int
+    epochs: int
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return self.base.sizes
+
+    @property
+    def flops(self) -> float:
+        """One training's floating-point operations (the other's are the same)."""
+        return self.base.flops / N_TRAIN * self.samples
+
+    @property
+    def samples(self) -> int:
+        return self.rows * self.epochs
+
+
+# about 0.3 s alone for fastnn-numba on 2 Zen 5 cores, 0.6 s for numpy, 0.8 s for torch
+CONCURRENT = ConcurrentWorkload("concurrent", WORKLOADS["small"], rows=20000, epochs=10)
+
+
 def regression_like(seed: int = 0, n: int = N_TRAIN) -> tuple[np.ndarray, np.ndarray]:
     """n (60000) x 784 float32 inputs as synthetic_mnist's and one standardised float32
     target: a fixed random tanh network of them (784-4-1) plus noise, so that a test R^2 of
