@@ -1,17 +1,20 @@
 """Whole-minibatch fused training for networks with one hidden layer (D -> H -> C).
 
-``fused_batches(X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr,
-momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4,
-q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
+``fused_batches(X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, output,
+adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2,
+s3, s4, q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
-``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and labels y (N,).
-T threads run the steps together (this one and T - 1 helper threads of fastnn's own,
-kernels/team.py). In each step they claim tiles of the batch rows one at a time and run
-forward, softmax cross-entropy and backward for each into the tile's own gradient buffers;
-when every tile is done, they claim chunks of the parameters, over which each sums the
-tiles' gradients in tile order and applies the update; they meet again before the next step.
-No BLAS call, no Python between steps. How a step's rows are cut into tiles depends on S
+``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and y: labels
+(N,) int64 for softmax cross-entropy, or a regression's targets, C-contiguous (N, C) of X's
+dtype, against the loss ``output`` names (OUTPUT_CODES: "identity" squared error, "exp"
+Poisson; fastnn/backends/base.py's maths). fused_steps is compiled per rank of y, with the
+softmax's loss or the regressions'. T threads run the steps together (this one and T - 1
+helper threads of fastnn's own, kernels/team.py). In each step they claim tiles of the batch
+rows one at a time and run forward, loss and backward for each into the tile's own gradient
+buffers; when every tile is done, they claim chunks of the parameters, over which each sums
+the tiles' gradients in tile order and applies the update; they meet again before the next
+step. No BLAS call, no Python between steps. How a step's rows are cut into tiles depends on S
 (the most threads the process may run) and not on T (those running this call), so the
 result is bitwise the same at any thread count. For narrow layers this is where
 framework overhead dominates the peers, since each layer's matrix is too small for BLAS; for
@@ -33,8 +36,8 @@ weights, biases and activations stay zero, so they add nothing and their gradien
 W1 (D, H), b1 (H,), W2 (H, C), b2 (C,) and the optimizer slots are updated in place: s_k is
 the velocity (SGD with momentum) or Adam's first moment of parameter k, q_k Adam's second
 moment; unused slots may be empty arrays of the right rank. ``loss_sum`` is the sum of the
-per-sample losses, ``correct`` the number of rows whose argmax logit is the label, ``step``
-the optimizer's step counter after the last update.
+per-sample losses, ``correct`` the number of rows whose argmax logit is the label (0 for a
+regression), ``step`` the optimizer's step counter after the last update.
 
 fused_batches itself is plain numpy (the flat padded copies and the buffers, kept between a
 thread's calls of the same small shapes) around one compiled kernel, fused_steps, that each
@@ -87,6 +90,8 @@ SPAN = 64  # rows per tile, a multiple of BLOCK
 BLOCK = 8  # the tile's rows are padded to a multiple of this (repeating its last row)
 KCHUNK = 128  # inputs per pass of _forward_rows
 RELU, IDENTITY = ACTIVATION_CODES["relu"], ACTIVATION_CODES["identity"]
+OUTPUT_CODES = {"softmax": 0, "identity": 1, "exp": 2}  # fused_batches' output: its loss
+POISSON = OUTPUT_CODES["exp"]
 # A step's rows are cut into tiles that threads claim one at a time, so that a thread on a
 # slower core (a busy neighbour on a shared VM, an efficiency core) takes fewer. Each tile
 # sums its own gradients, added up in tile order: the result does not depend on which thread
@@ -450,13 +455,11 @@ def _rank_update(A, arows, K, m, B, brows, G, init):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, loss, correct):
-    """Logits of the tile's rows (blocks of BLOCK rows x one vector of classes), then per row
-    i < m softmax cross-entropy into loss[0] and correct[0], and dz[i] = dL/dlogits (zero for
-    i in [m, m8)), added to gb2. mask is 0 for classes < C and -inf for the padding lanes."""
+def _logits(hid, H, W2p, b2p, mask, m8, dz):
+    """dz[i] = hid[i, :H] @ W2p[:H] + b2p + mask for i < m8 (a multiple of BLOCK), in register
+    blocks of BLOCK rows x one vector of outputs."""
     CP = dz.shape[1]
     W = lanes(dz)
-    f = dz.dtype.type
     for b in range(0, m8, BLOCK):
         for v in range(0, CP, W):
             z0 = z1 = z2 = z3 = z4 = z5 = z6 = z7 = vload(b2p, v)
@@ -472,6 +475,17 @@ def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, los
                 z7 = vfma(vsplat(hid[b + 7, j]), w, z7)
             for q, z in enumerate((z0, z1, z2, z3, z4, z5, z6, z7)):
                 vstore(dz, (b + q) * CP + v, vadd(z, vload(mask, v)))
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
+def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, loss, correct):
+    """Logits of the tile's rows (_logits), then per row i < m softmax cross-entropy into
+    loss[0] and correct[0], and dz[i] = dL/dlogits (zero for i in [m, m8)), added to gb2.
+    mask is 0 for classes < C and -inf for the padding lanes."""
+    CP = dz.shape[1]
+    W = lanes(dz)
+    f = dz.dtype.type
+    _logits(hid, H, W2p, b2p, mask, m8, dz)
     loss_sum = 0.0
     product = 1.0  # of the rows' softmax denominators, each in [1, C]: one log per tile
     hits = 0
@@ -508,19 +522,61 @@ def _softmax_xent(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, dz, gb2, los
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
+def _regression_loss(hid, H, W2p, b2p, mask, C, y, rows, m, m8, inv_n, output, target, dz, gb2,
+                     loss):  # fmt: skip
+    """Logits of the tile's rows (_logits), then per row i < m its loss against y[rows[i]]
+    (y (., C)) into loss[0]: half the mean squared error, or with output POISSON the half
+    Poisson deviance of exp(logits) (fastnn/backends/base.py's _row_losses); dz[i] =
+    dL/dlogits (zero for i in [m, m8)), added to gb2. mask is 0 for outputs < C, and for the
+    padding lanes 0 (squared error) or -inf (Poisson: their exponential is 0); target (CP,)
+    takes each row of y, its padding lanes 0: the padding lanes of dz stay 0."""
+    CP = dz.shape[1]
+    W = lanes(dz)
+    f = dz.dtype.type
+    _logits(hid, H, W2p, b2p, mask, m8, dz)
+    scale = vsplat(f(inv_n))
+    half_mean = 0.5 / C
+    loss_sum = 0.0
+    for i in range(m):
+        o = i * CP
+        r = rows[i]
+        for c in range(C):
+            t = y[r, c]
+            target[c] = t
+            if output == POISSON:  # y (log(y) - z), log(y) taken as 0 where y <= 0
+                loss_sum += t * ((math.log(t) if t > 0 else f(0)) - dz[i, c])
+        for v in range(0, CP, W):
+            z = vload(dz, o + v)
+            if output == POISSON:
+                d = vsub(vexp(z), vload(target, v))
+                loss_sum += vsum_lanes(d)
+            else:
+                d = vsub(z, vload(target, v))
+                loss_sum += half_mean * vsum_lanes(vmul(d, d))
+            d = vmul(d, scale)
+            vstore(dz, o + v, d)
+            vstore(gb2, v, vadd(vload(gb2, v), d))
+    for i in range(m, m8):
+        for c in range(CP):
+            dz[i, c] = 0
+    loss[0] += loss_sum
+
+
+@njit(fastmath=FASTMATH, **KERNEL)
 def _activate_rows(hid, H, m, code):
     for i in range(m):
         for j in range(H):
             hid[i, j] = activate(hid[i, j], code)
 
 
-def _workspace(dtype, T, S, size, HP, C, CP, narrow):
+def _workspace(dtype, T, S, size, HP, C, CP, narrow, output):
     """fused_steps' buffers: per tile a flat gradient of every parameter; per thread the
     tile's activations, their gradients, dL/dlogits and row numbers; the rows of a tile; per
     thread its live rows (_live_rows); per tile loss and hit counts; per thread W2 (HP, CP)
-    for the logits; their padding mask (0 for the C classes, -inf after)."""
+    for the logits; their padding mask (0 for the C outputs, then -inf, or 0 for the squared
+    error); per thread a row of regression targets (padding lanes 0)."""
     mask = _aligned((CP,), dtype)
-    mask[C:] = -np.inf
+    mask[C:] = 0 if output == OUTPUT_CODES["identity"] else -np.inf
     return (
         _aligned((TILES_PER_THREAD * S, size + PAD), dtype, zero=narrow),  # see below
         _aligned((T, SPAN, HP), dtype, zero=False),
@@ -533,6 +589,7 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow):
         np.zeros((TILES_PER_THREAD * S, PAD), dtype=np.int64),
         _aligned((T, HP, CP), dtype),
         mask,
+        _aligned((T, CP), dtype),
     )  # a narrow network's tiles leave W1's padding units unwritten: their gradient stays 0
 
 
@@ -612,9 +669,9 @@ def narrow_layer(D: int, H: int, dtype) -> bool:
 
 
 def fused_batches(
-    X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, adam, lr, momentum,
-    nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4, q1, q2, q3, q4,
-    T, S,
+    X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, output, adam, lr,
+    momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4, q1,
+    q2, q3, q4, T, S,
 ):  # fmt: skip
     """See the module's docstring: the parameters and their optimizer slots as flat, padded
     working copies (_views), buffers for fused_steps, and the results copied back. Plain
@@ -626,7 +683,8 @@ def fused_batches(
     narrow = narrow_layer(D, H, W1.dtype)
     slots = ((W1, b1, W2, b2), (s1, s2, s3, s4), (q1, q2, q3, q4))
     used = tuple(bool(p[0].size) for p in slots)
-    segments, flats, views, work = _buffers(W1.dtype, T, S, D, H, C, HP, CP, narrow, used)
+    segments, flats, views, work = _buffers(W1.dtype, T, S, D, H, C, HP, CP, narrow, used,
+                                            output)  # fmt: skip
     for flat, v, params in zip(flats, views, slots, strict=True):
         flat[...] = 0  # the padding too: a diverged call may have left NaN there
         _exchange(v, *params, narrow, True)
@@ -636,8 +694,8 @@ def fused_batches(
     correct_t[...] = 0
     sync = np.zeros((-(-(stop - start) // batch) * 4 + 1) * SYNC, dtype=np.int64)
     args = (X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H,
-            C, narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
-            weight_decay, step)  # fmt: skip
+            C, narrow, code, output, adam, lr, momentum, nesterov, use_velocity, beta1, beta2,
+            eps, weight_decay, step)  # fmt: skip
     errors = []
 
     def failed(e):  # a helper's exception: the other threads stop waiting for it
@@ -665,12 +723,12 @@ _kept = threading.local()  # per thread: the key and buffers of its last call, w
 KEEP_BYTES = 1 << 22
 
 
-def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used):
+def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used, output):
     """(segments, flat padded arrays for the parameters and the two optimizer slots (empty
     where not ``used``), their _views, _workspace): new, or this thread's from its previous
     call of the same shapes where they take at most KEEP_BYTES. A short call (a digits
     epoch: 8 steps in 0.3 ms) spent a fifth of its time allocating them."""
-    key = (np.dtype(dtype), T, S, D, H, C, narrow, used)
+    key = (np.dtype(dtype), T, S, D, H, C, narrow, used, output)
     kept = getattr(_kept, "last", None)
     if kept is not None and kept[0] == key:
         return kept[1]
@@ -678,7 +736,7 @@ def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used):
     size = int(segments[4])
     flats = tuple(_aligned((size if u else 0,), dtype) for u in used)
     views = tuple(_views(f, D, H, C, narrow) if f.size else () for f in flats)
-    work = _workspace(dtype, T, S, size, HP, C, CP, narrow)
+    work = _workspace(dtype, T, S, size, HP, C, CP, narrow, output)
     buffers = segments, flats, views, work
     nbytes = sum(a.nbytes for a in (*flats, *work))
     _kept.last = (key, buffers) if nbytes <= KEEP_BYTES else None
@@ -704,8 +762,8 @@ def _wait(sync, i, target):
 @njit(nogil=True, fastmath=FASTMATH, **KERNEL)
 def fused_steps(
     X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
-    narrow, code, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay,
-    step, t, T, S, work, sync, board, job,
+    narrow, code, output, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
+    weight_decay, step, t, T, S, work, sync, board, job,
 ):  # fmt: skip
     """Thread t of the T that run the steps of fused_batches together (kernels/team.py: job
     ``job`` of its ``board``, where a helper lingers at the end) on its flat
@@ -721,7 +779,7 @@ def fused_steps(
     size = segments[4]
     W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
     HP, CP = b1p.size, b2p.size
-    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask = work
+    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask, targets = work
     W2p = W2ps[t]
     _transpose_into(W2p, W2T, H, C)
     most = max(S, min(TILES_PER_THREAD * S, PARTIAL_BYTES // (size * theta.itemsize)))
@@ -753,8 +811,12 @@ def fused_steps(
                     _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
                 if narrow or (code != RELU and code != IDENTITY):
                     _activate_rows(hid[t], H, m8, code)
-                _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n, dz[t],
-                              gb2, loss_t[k], correct_t[k])  # fmt: skip
+                if y.ndim == 1:  # labels; numba compiles only the branch of y's rank
+                    _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n,
+                                  dz[t], gb2, loss_t[k], correct_t[k])  # fmt: skip
+                else:
+                    _regression_loss(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n,
+                                     output, targets[t], dz[t], gb2, loss_t[k])  # fmt: skip
                 _rank_update(dz[t], tile_rows, C, m8, hid[t], tile_rows, gW2, s0 == first)
                 _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
                 if narrow:  # gW1 is (HP, D): a unit's gradient is a sum of input rows

@@ -1,8 +1,10 @@
 """The numba backend: fastnn.kernels' fused JIT kernels behind the Backend interface.
 
 Two paths, chosen by shape in ``train_batches``: networks with one narrow hidden layer train
-whole runs of minibatches in one fused multithreaded kernel (kernels/step.py); every other network
-uses BLAS matrix products with fused epilogues, softmax cross-entropy and optimizer updates.
+whole runs of minibatches in one fused multithreaded kernel (kernels/step.py; softmax,
+identity and exp outputs, unweighted); every other network, and every weighted or multi-label
+("logistic") fit, uses BLAS matrix products with fused epilogues, softmax cross-entropy and
+optimizer updates (the reference's maths for the other losses).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from fastnn.kernels.activations import ACTIVATION_CODES
 from fastnn.kernels.linear import act_grad_colsum, bias_act_
 from fastnn.kernels.loss import softmax_, softmax_xent_
 from fastnn.kernels.optim import adam_, sgd_
-from fastnn.kernels.step import fused_batches, fused_steps
+from fastnn.kernels.step import OUTPUT_CODES, fused_batches, fused_steps
 from fastnn.kernels.target import VECTOR_BYTES, has_fma
 from fastnn.optim import Optimizer, OptimizerState
 
@@ -188,22 +190,25 @@ class NumbaBackend(Backend):
         index: np.ndarray | None, start: int, stop: int, batch_size: int, activation: str,
         opt: Optimizer, output: str = "softmax", weights: np.ndarray | None = None,
     ) -> tuple[Any, Any]:  # fmt: skip
+        """The fused kernel for an unweighted softmax, identity or exp output where fusable
+        (labels for softmax, targets for a regression); else the reference's loop of layers."""
         threads = self._threads()
         with self._sharing(threads):
-            fused = output == "softmax" and weights is None  # the kernel's own loss
+            # the kernel's losses: softmax against labels (N,), a regression's against (N, C)
+            labels = np.ndim(y_idx) == 1
+            fused = output in OUTPUT_CODES and weights is None and labels == (output == "softmax")
             if not fused or not fusable(params, X, y_idx, index):
                 return super().train_batches(
                     params, state, X, y_idx, index, start, stop, batch_size, activation, opt,
                     output, weights,
                 )  # fmt: skip
-            return self._fused_batches(
-                params, state, X, y_idx, index, start, stop, batch_size, activation, opt, threads
-            )
+            return self._fused_batches(params, state, X, y_idx, index, start, stop, batch_size,
+                                       activation, opt, threads, output)  # fmt: skip
 
     def _fused_batches(
         self, params: list[np.ndarray], state: OptimizerState, X: np.ndarray, y_idx: np.ndarray,
         index: np.ndarray | None, start: int, stop: int, batch_size: int, activation: str,
-        opt: Optimizer, threads: int,
+        opt: Optimizer, threads: int, output: str = "softmax",
     ) -> tuple[Any, Any]:  # fmt: skip
         W1, b1, W2, b2 = params
         slots = [state.slots.get("velocity", state.slots.get("m")), state.slots.get("v")]
@@ -212,10 +217,10 @@ class NumbaBackend(Backend):
         loss_sum, correct, state.step = fused_batches(
             X, y_idx, index if index is not None else np.empty(0, np.int64), index is not None,
             start, stop, batch_size, W1, b1, W2, b2, ACTIVATION_CODES[activation],
-            opt.name == "adam", float(opt.lr), float(opt.momentum), bool(opt.nesterov),
-            opt.name == "sgd" and opt.momentum > 0, float(opt.beta1), float(opt.beta2),
-            float(opt.eps), float(opt.weight_decay), state.step, *s, *q, threads,
-            numba.config.NUMBA_NUM_THREADS,
+            OUTPUT_CODES[output], opt.name == "adam", float(opt.lr), float(opt.momentum),
+            bool(opt.nesterov), opt.name == "sgd" and opt.momentum > 0, float(opt.beta1),
+            float(opt.beta2), float(opt.eps), float(opt.weight_decay), state.step, *s, *q,
+            threads, numba.config.NUMBA_NUM_THREADS,
         )  # fmt: skip
         return loss_sum, correct
 
@@ -247,13 +252,21 @@ def kernel_path(sizes: tuple[int, ...]) -> str:
 
 
 def fusable(params: list[np.ndarray], X: Any, y_idx: Any, index: Any) -> bool:
-    """Whether the fused one-hidden-layer kernel applies (and beats the layered path)."""
+    """Whether the fused one-hidden-layer kernel applies (and beats the layered path) to y:
+    int64 labels (N,), or a regression's targets, C-contiguous (N, C) of X's dtype."""
     if len(params) != 4 or not isinstance(X, np.ndarray) or X.dtype != params[0].dtype:
         return False
+    if not isinstance(y_idx, np.ndarray):
+        return False
+    if y_idx.ndim == 1:
+        y_fits = y_idx.dtype == np.int64
+    else:
+        y_fits = (y_idx.ndim == 2 and y_idx.shape[1] == params[2].shape[1]
+                  and y_idx.dtype == X.dtype and y_idx.flags.c_contiguous)  # fmt: skip
     return (
         kernel_path(_sizes(params)) == "fused"
         and X.flags.c_contiguous
-        and y_idx.dtype == np.int64
+        and y_fits
         and (index is None or index.dtype == np.int64)
     )
 
