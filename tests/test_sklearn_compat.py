@@ -1,6 +1,6 @@
-"""fastnn.MLPClassifier and MLPRegressor as drop-in scikit-learn estimators: scikit-learn's own estimator
-checks, and the tools users combine it with (Pipeline, GridSearchCV, cross_val_score,
-pickle/joblib)."""
+"""fastnn.MLPClassifier and MLPRegressor as drop-in scikit-learn estimators: scikit-learn's own
+estimator checks, and the tools users combine them with (Pipeline, GridSearchCV,
+cross_val_score, pickle/joblib)."""
 
 import pickle
 import warnings
