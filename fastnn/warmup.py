@@ -105,8 +105,9 @@ def compile_kernels(
     on_compiled: Callable[[CompiledKernel], None] | None = None,
 ) -> CompileReport:
     """Compile every numba kernel for ``dtypes`` into numba's on-disk cache: both kernel
-    paths, every optimizer (SGD, momentum, Nesterov, Adam) and activation, with writable and
-    read-only data (joblib's memory-mapped workers pass read-only arrays).
+    paths, every optimizer (SGD, momentum, Nesterov, Adam) and activation, classification
+    labels and regression targets, with writable and read-only data (joblib's memory-mapped
+    workers pass read-only arrays).
 
     Each variant runs ``NumbaBackend.warm_up`` on a tiny network, as a training run does;
     ``on_compiled`` is called as each kernel finishes compiling.
@@ -137,15 +138,23 @@ def compile_kernels(
         for dtype in dtypes:
             for sizes in paths.values():
                 X = (np.arange(_ROWS * sizes[0]) % 7 / 7).reshape(_ROWS, -1).astype(dtype)
-                y = np.arange(_ROWS, dtype=np.int64) % sizes[-1]
-                read_only = X.copy()
+                labels = np.arange(_ROWS, dtype=np.int64) % sizes[-1]
+                targets = (labels[:, None] == np.arange(sizes[-1])).astype(dtype)
+                read_only, targets_read_only = X.copy(), targets.copy()
                 read_only.setflags(write=False)
+                targets_read_only.setflags(write=False)
+                # classification: labels of the model's own; a regression's targets may be
+                # the caller's array, memory-mapped (read-only) like X
+                variants = [(X, labels, "softmax"), (read_only, labels, "softmax"),
+                            (X, targets, "identity"), (read_only, targets, "identity"),
+                            (read_only, targets_read_only, "identity")]  # fmt: skip
                 for activation in _ACTIVATIONS:
                     params = init_params(sizes, activation, dtype, np.random.default_rng(0))
                     for opt in optimizers:
                         state = init_state(backend, opt, params)
-                        for data in (X, read_only):
-                            backend.warm_up(params, state, data, y, _BATCH, activation, opt)
+                        for data, y, output in variants:
+                            backend.warm_up(params, state, data, y, _BATCH, activation, opt,
+                                            output)  # fmt: skip
     report.seconds = time.perf_counter() - t0
     return report
 

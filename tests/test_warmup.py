@@ -152,3 +152,11 @@ def test_cold_cache_is_announced_once_and_compile_warms_it(tmp_path):
     warm = run("train", "--backend", "numba", "--dataset", "digits", "--epochs", "1",
                "--hidden", "8,8", "--out", str(tmp_path / "m.npz"))  # fmt: skip
     assert notice not in warm.stderr
+    # a regressor's fused step (2-D targets): compiled ahead too
+    fit_regressor = ("import numpy as np; from fastnn import MLPRegressor; "
+                     "X = np.random.default_rng(0).random((50, 8), dtype=np.float32); "
+                     "MLPRegressor(hidden_layer_sizes=(8,), max_iter=1, backend='numba', "
+                     "verbose=True).fit(X, X[:, :2])")  # fmt: skip
+    regressor = subprocess.run([sys.executable, "-c", fit_regressor], capture_output=True,
+                               text=True, env=env, timeout=600)  # fmt: skip
+    assert regressor.returncode == 0 and notice not in regressor.stderr, regressor.stderr
