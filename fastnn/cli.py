@@ -356,7 +356,7 @@ def _new_model(run: dict[str, Any], n_train: int) -> Any:
         dtype=run["dtype"],
     )
     if run["weight_decay"]:
-        # the estimator's alpha is scikit-learn's (divided by the batch rows): undo that here
+        # the estimator's alpha is scikit-learn's (over each batch's rows): F * W on full batches
         rows = n_train if batch == "full" else batch
         model.set_params(alpha=run["weight_decay"] * rows)
     return model

@@ -166,7 +166,7 @@ class BaseMLP(BaseEstimator):
         n = X.shape[0]
         batch = self._batch_rows(n)
         activation = self._activation()
-        opt = self._optimizer(batch)
+        opt = self._optimizer()
         params = [backend.asarray(p, dtype=X.dtype) for p in self._params_arrays()]
         state = self._resume_state(backend, opt, params)
         X, y_idx = _on_backend(backend, X), backend.asarray(y_idx)
@@ -545,9 +545,7 @@ class BaseMLP(BaseEstimator):
                           "to be clipped", UserWarning, stacklevel=3)  # fmt: skip
         return min(int(self.batch_size), n)
 
-    def _optimizer(self, batch_rows: int) -> Optimizer:
-        # scikit-learn adds alpha * W / batch_rows to the weight gradient: weight decay.
-        decay = self.alpha / batch_rows
+    def _optimizer(self) -> Optimizer:
         if self.solver == "adam":
             return Optimizer(
                 "adam",
@@ -555,14 +553,14 @@ class BaseMLP(BaseEstimator):
                 beta1=self.beta_1,
                 beta2=self.beta_2,
                 eps=self.epsilon,
-                weight_decay=decay,
+                alpha=self.alpha,
             )
         return Optimizer(
             "sgd",
             self.learning_rate_init,
             momentum=self.momentum,
             nesterov=self.nesterovs_momentum and self.momentum > 0,
-            weight_decay=decay,
+            alpha=self.alpha,
         )
 
     def _check_params(self) -> None:

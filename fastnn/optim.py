@@ -13,7 +13,12 @@ SOLVERS = ("sgd", "adam")
 
 @dataclass(frozen=True)
 class Optimizer:
-    """Hyperparameters of one update rule; ``name`` is "sgd" (momentum 0 = plain) or "adam"."""
+    """Hyperparameters of one update rule; ``name`` is "sgd" (momentum 0 = plain) or "adam".
+
+    Two L2 terms on the weights (not the biases): ``weight_decay`` adds weight_decay * W to
+    every step's gradient (PyTorch's); ``alpha`` is scikit-learn's penalty, alpha / 2 * |W|^2
+    over the step's rows (their total weight, with sample weights), added to the step's loss,
+    its gradient alpha / rows * W, so that a short last batch gets more of it."""
 
     name: str
     lr: float
@@ -23,6 +28,7 @@ class Optimizer:
     beta2: float = 0.999
     eps: float = 1e-8
     weight_decay: float = 0.0
+    alpha: float = 0.0
 
     @property
     def slot_names(self) -> tuple[str, ...]:

@@ -1,8 +1,8 @@
 """Whole-minibatch fused training for networks with one hidden layer (D -> H -> C).
 
 ``fused_batches(X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, output,
-adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2,
-s3, s4, q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
+adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, alpha, step, s1,
+s2, s3, s4, q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
 ``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and y: labels
@@ -35,9 +35,12 @@ weights, biases and activations stay zero, so they add nothing and their gradien
 
 W1 (D, H), b1 (H,), W2 (H, C), b2 (C,) and the optimizer slots are updated in place: s_k is
 the velocity (SGD with momentum) or Adam's first moment of parameter k, q_k Adam's second
-moment; unused slots may be empty arrays of the right rank. ``loss_sum`` is the sum of the
-per-sample losses, ``correct`` the number of rows whose argmax logit is the label (0 for a
-regression), ``step`` the optimizer's step counter after the last update.
+moment; unused slots may be empty arrays of the right rank. The weights' gradients get
+``weight_decay`` * W and scikit-learn's ``alpha`` / rows * W (fastnn/optim.py's Optimizer).
+``loss_sum`` is the sum of the per-sample losses (with alpha, plus each step's alpha / 2 *
+|W|^2 of the weights before it, as the reference's), ``correct`` the number of rows whose
+argmax logit is the label (0 for a regression), ``step`` the optimizer's step counter after
+the last update.
 
 fused_batches itself is plain numpy (the flat padded copies and the buffers, kept between a
 thread's calls of the same small shapes) around one compiled kernel, fused_steps, that each
@@ -574,7 +577,8 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow, output):
     tile's activations, their gradients, dL/dlogits and row numbers; the rows of a tile; per
     thread its live rows (_live_rows); per tile loss and hit counts; per thread W2 (HP, CP)
     for the logits; their padding mask (0 for the C outputs, then -inf, or 0 for the squared
-    error); per thread a row of regression targets (padding lanes 0)."""
+    error); per thread a row of regression targets (padding lanes 0); per update chunk, the
+    sum of its weights' squares (the alpha penalty)."""
     mask = _aligned((CP,), dtype)
     mask[C:] = 0 if output == OUTPUT_CODES["identity"] else -np.inf
     return (
@@ -590,6 +594,7 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow, output):
         _aligned((T, HP, CP), dtype),
         mask,
         _aligned((T, CP), dtype),
+        np.zeros(-(-size // UPDATE_CHUNK)),
     )  # a narrow network's tiles leave W1's padding units unwritten: their gradient stays 0
 
 
@@ -670,8 +675,8 @@ def narrow_layer(D: int, H: int, dtype) -> bool:
 
 def fused_batches(
     X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, output, adam, lr,
-    momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, step, s1, s2, s3, s4, q1,
-    q2, q3, q4, T, S,
+    momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, alpha, step, s1, s2, s3,
+    s4, q1, q2, q3, q4, T, S,
 ):  # fmt: skip
     """See the module's docstring: the parameters and their optimizer slots as flat, padded
     working copies (_views), buffers for fused_steps, and the results copied back. Plain
@@ -689,13 +694,14 @@ def fused_batches(
         flat[...] = 0  # the padding too: a diverged call may have left NaN there
         _exchange(v, *params, narrow, True)
     theta, theta_s, theta_q = flats
-    loss_t, correct_t = work[7], work[8]
+    loss_t, correct_t, penalty = work[7], work[8], work[12]
     loss_t[...] = 0
     correct_t[...] = 0
+    penalty[...] = 0
     sync = np.zeros((-(-(stop - start) // batch) * 4 + 1) * SYNC, dtype=np.int64)
     args = (X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H,
             C, narrow, code, output, adam, lr, momentum, nesterov, use_velocity, beta1, beta2,
-            eps, weight_decay, step)  # fmt: skip
+            eps, weight_decay, alpha, step)  # fmt: skip
     errors = []
 
     def failed(e):  # a helper's exception: the other threads stop waiting for it
@@ -716,7 +722,8 @@ def fused_batches(
         raise RuntimeError("a thread of the fused training kernel failed") from errors[0]
     for v, params in zip(views, slots, strict=True):
         _exchange(v, *params, narrow, False)
-    return sum(loss_t[:, 0].tolist()), int(correct_t[:, 0].sum()), step
+    loss_sum = sum(loss_t[:, 0].tolist()) + 0.5 * alpha * sum(penalty.tolist())
+    return loss_sum, int(correct_t[:, 0].sum()), step
 
 
 _kept = threading.local()  # per thread: the key and buffers of its last call, when small
@@ -763,7 +770,7 @@ def _wait(sync, i, target):
 def fused_steps(
     X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
     narrow, code, output, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
-    weight_decay, step, t, T, S, work, sync, board, job,
+    weight_decay, alpha, step, t, T, S, work, sync, board, job,
 ):  # fmt: skip
     """Thread t of the T that run the steps of fused_batches together (kernels/team.py: job
     ``job`` of its ``board``, where a helper lingers at the end) on its flat
@@ -779,7 +786,8 @@ def fused_steps(
     size = segments[4]
     W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
     HP, CP = b1p.size, b2p.size
-    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask, targets = work
+    grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask, targets = work[:12]
+    penalty = work[12]  # per update chunk: its weights' squares, summed over the steps
     W2p = W2ps[t]
     _transpose_into(W2p, W2T, H, C)
     most = max(S, min(TILES_PER_THREAD * S, PARTIAL_BYTES // (size * theta.itemsize)))
@@ -843,7 +851,12 @@ def fused_steps(
                     g[e] += gu[e]
             for p in range(4):  # the chunk's part of each parameter; biases without decay
                 a, b = max(lo, segments[p]), min(hi, segments[p + 1])
-                decay = weight_decay if p % 2 == 0 else 0.0
+                decay = weight_decay + alpha * inv_n if p % 2 == 0 else 0.0
+                if alpha and p % 2 == 0:
+                    squares = 0.0
+                    for e in range(a, b):
+                        squares += theta[e] * theta[e]
+                    penalty[q] += squares
                 if a < b:
                     update_span(theta, grad[0], theta_s if slots else theta,
                                 theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,

@@ -27,7 +27,7 @@ TOLERANCE = {np.float64: 1e-9, np.float32: 1e-4}
 OPTIMIZERS = {
     "sgd": Optimizer("sgd", 0.1),
     "momentum": Optimizer("sgd", 0.05, momentum=0.9, weight_decay=0.01),
-    "nesterov": Optimizer("sgd", 0.05, momentum=0.9, nesterov=True),
+    "nesterov": Optimizer("sgd", 0.05, momentum=0.9, nesterov=True, alpha=0.2),  # per row
     "adam": Optimizer("adam", 0.01, weight_decay=0.01),
 }
 OUTPUTS = ("softmax", *REGRESSION_OUTPUTS)

@@ -12,6 +12,7 @@ import pytest
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -259,3 +260,22 @@ def test_readme_grid_search_on_a_dask_cluster(capsys):
     exec(compile(_readme_example("dask-grid-search"), "README.md", "exec"), {})
     best, score = capsys.readouterr().out.rsplit("}", 1)
     assert "hidden_layer_sizes" in best and float(score) > 0.85
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("solver", ["adam", "sgd", "lbfgs"])
+def test_float64_fit_is_scikit_learns(backend, solver, digits):
+    """Same seed, same rows in the same order, batches of 64 with a short last one: the
+    weights and loss curve of scikit-learn's fit (alpha's penalty in the loss, alpha over
+    each batch's own rows), to rounding. (MLPRegressor: tests/test_regressor.py.)"""
+    X, y = digits.X_train[:300].astype(np.float64), digits.y_train[:300]  # float64 in both
+    kw = dict(hidden_layer_sizes=(16,), solver=solver, shuffle=False, max_iter=4, batch_size=64,
+              alpha=0.01, random_state=0, momentum=0.9, learning_rate_init=0.01)  # fmt: skip
+    ours = _fit_quietly(MLPClassifier(dtype="float64", backend=backend, **kw), X, y)
+    theirs = _fit_quietly(SklearnMLPClassifier(**kw), X, y)
+    for p, q in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_,
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
+    if solver != "lbfgs":
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)

@@ -330,19 +330,25 @@ class Backend:
         output: str = "softmax",
         weights: Array | None = None,
     ) -> tuple[Array, Array]:
-        """Forward, loss, backward and update on one minibatch; returns (loss, correct).
+        """Forward, loss, backward and update on one minibatch; returns (loss, correct), the
+        loss with ``opt.alpha``'s penalty of the weights before the update, as scikit-learn's.
 
-        With row ``weights`` the loss is their weighted mean and the weight decay (scikit-learn's
-        ``alpha`` over the batch's size) is over the batch's total weight instead, as
-        scikit-learn does; a batch of total weight 0 changes nothing."""
-        if weights is not None:
-            total = float(weights.sum())
-            if total == 0:
-                return self.xp.zeros((), dtype=x.dtype), 0
-            opt = dataclasses.replace(opt, weight_decay=opt.weight_decay * x.shape[0] / total)
+        With row ``weights`` the loss is their weighted mean and ``alpha`` is over the batch's
+        total weight instead of its rows, as in scikit-learn; a batch of total weight 0 changes
+        nothing."""
+        rows = x.shape[0] if weights is None else float(weights.sum())
+        if rows == 0:
+            return self.xp.zeros((), dtype=x.dtype), 0
         loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation, output, weights)
+        if opt.alpha:
+            loss = loss + 0.5 * opt.alpha / rows * self.squared_weights(params)
+            opt = dataclasses.replace(opt, weight_decay=opt.weight_decay + opt.alpha / rows)
         self.apply_update(params, grads, state, opt)
         return loss, correct
+
+    def squared_weights(self, params: list[Array]) -> Array:
+        """The sum of the squares of every weight (not the biases): the L2 penalty's norm."""
+        return sum((W * W).sum() for W in params[::2])
 
     def train_batches(
         self,

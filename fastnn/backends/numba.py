@@ -219,7 +219,8 @@ class NumbaBackend(Backend):
             start, stop, batch_size, W1, b1, W2, b2, ACTIVATION_CODES[activation],
             OUTPUT_CODES[output], opt.name == "adam", float(opt.lr), float(opt.momentum),
             bool(opt.nesterov), opt.name == "sgd" and opt.momentum > 0, float(opt.beta1),
-            float(opt.beta2), float(opt.eps), float(opt.weight_decay), state.step, *s, *q,
+            float(opt.beta2), float(opt.eps), float(opt.weight_decay), float(opt.alpha),
+            state.step, *s, *q,
             threads, numba.config.NUMBA_NUM_THREADS,
         )  # fmt: skip
         return loss_sum, correct
