@@ -42,7 +42,8 @@ class BaseMLP(BaseEstimator):
 
     Parameters follow ``sklearn.neural_network``'s estimators where the meaning is the
     same (README lists the differences); ``backend`` ("auto" or one of
-    ``fastnn.backends.backend_names()``), ``dtype`` ("float32", "float64") and ``n_threads`` are
+    ``fastnn.backends.backend_names()``), ``dtype`` ("float32", "float64", or None for
+    scikit-learn's rule: float32 data in float32, any other in float64) and ``n_threads`` are
     fastnn's. ``batch_size`` also takes "full" (full-batch gradient descent). ``verbose``
     prints scikit-learn's "Iteration N, loss = ..." line per epoch; ``progress=True``
     (fastnn's) draws a progress bar on stderr. ``warm_up_seconds_`` is the time the last fit
@@ -76,7 +77,7 @@ class BaseMLP(BaseEstimator):
         n_iter_no_change: int = 10,
         max_fun: int = 15000,
         backend: str = "auto",
-        dtype: str = "float32",
+        dtype: str | None = "float32",
         n_threads: int | None = None,
         progress: bool = False,
     ) -> None:
@@ -145,7 +146,7 @@ class BaseMLP(BaseEstimator):
         backend = get_backend(self.backend)
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
         _check_2d(X)
-        X, y = self._validate_xy(X, y, reset=first)
+        X, y = self._validate_xy(X, y, reset=first, dtype=self._input_dtype())
         weights = None if sample_weight is None else _check_weights(sample_weight, X.shape[0])
         if first:
             self._initialize(X, self._start(y, classes if incremental else None))
@@ -161,7 +162,7 @@ class BaseMLP(BaseEstimator):
         if self.early_stopping:
             X, X_val, y_idx, y_val, weights, w_val = self._split_validation(X, y_idx, weights)
         elif validation_data is not None:  # scored, not used to stop
-            X_val, y_val = self._validate_xy(*validation_data, reset=False)
+            X_val, y_val = self._validate_xy(*validation_data, reset=False, dtype=X.dtype)
             y_val = self._targets(y_val)
         n = X.shape[0]
         batch = self._batch_rows(n)
@@ -310,6 +311,11 @@ class BaseMLP(BaseEstimator):
         else:
             self.validation_scores_ = self.best_validation_score_ = None
             self.best_loss_ = np.inf
+
+    def _input_dtype(self) -> Any:
+        """What X becomes: ``dtype``, or with None scikit-learn's rule: float32 stays float32,
+        anything else becomes float64."""
+        return (np.float64, np.float32) if self.dtype is None else self.dtype
 
     def _stratify(self, y: np.ndarray) -> np.ndarray | None:
         """What the early-stopping split stratifies by (a classifier's classes); None: random."""
@@ -576,7 +582,8 @@ class BaseMLP(BaseEstimator):
             )
         _check_choice("activation", self.activation, (*HIDDEN_ACTIVATIONS, *ACTIVATION_ALIASES))
         _check_choice("solver", self.solver, (*SOLVERS, "lbfgs"))
-        _check_choice("dtype", self.dtype, DTYPES)
+        if self.dtype is not None:  # None: scikit-learn's rule (_input_dtype)
+            _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("backend", self.backend, backend_names())
         _check_number("learning_rate_init", self.learning_rate_init, low=0, low_open=True)
         _check_number("alpha", self.alpha, low=0)
@@ -629,8 +636,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     # ---- targets: BaseMLP's hooks ---------------------------------------------------------
-    def _validate_xy(self, X: Any, y: Any, *, reset: bool) -> tuple[Any, np.ndarray]:
-        X, y = validate_data(self, X, y, dtype=self.dtype, reset=reset, accept_sparse="csr",
+    def _validate_xy(self, X: Any, y: Any, *, reset: bool, dtype: Any) -> tuple[Any, np.ndarray]:
+        X, y = validate_data(self, X, y, dtype=dtype, reset=reset, accept_sparse="csr",
                              multi_output=True)  # fmt: skip
         return X, _check_targets(y)
 

@@ -48,7 +48,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         n_iter_no_change: int = 10,
         max_fun: int = 15000,
         backend: str = "auto",
-        dtype: str = "float32",
+        dtype: str | None = "float32",
         n_threads: int | None = None,
         progress: bool = False,
     ) -> None:
@@ -71,10 +71,10 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         super()._check_params()
 
     # ---- targets: BaseMLP's hooks ---------------------------------------------------------
-    def _validate_xy(self, X: Any, y: Any, *, reset: bool) -> tuple[Any, np.ndarray]:
+    def _validate_xy(self, X: Any, y: Any, *, reset: bool, dtype: Any) -> tuple[Any, np.ndarray]:
         """X, and y as a float matrix of one column per output (a 1-D y is one output; a
         single column is raveled with scikit-learn's warning)."""
-        X, y = validate_data(self, X, y, dtype=self.dtype, reset=reset, accept_sparse="csr",
+        X, y = validate_data(self, X, y, dtype=dtype, reset=reset, accept_sparse="csr",
                              multi_output=True, y_numeric=True)  # fmt: skip
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)

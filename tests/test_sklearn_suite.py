@@ -1,12 +1,14 @@
 """scikit-learn's own tests of its MLP (``sklearn/neural_network/tests/test_mlp.py``, loaded
-from the installed scikit-learn, never copied here) run with fastnn's MLPClassifier in place
-and MLPRegressor in place of scikit-learn's, once per CPU backend.
+from the installed scikit-learn, never copied here) run with fastnn's MLPClassifier and
+MLPRegressor in place of scikit-learn's, on each CPU backend, twice: as constructed (fastnn's
+float32 default) and with ``dtype=None`` (scikit-learn's rule: float32 data in float32, any
+other in float64).
 
 The file is executed as a module of its own while ``sklearn.neural_network`` resolves to
 fastnn's classes, so that its module-level names and its parametrisations (``[MLPClassifier,
-MLPRegressor]``) hold fastnn's. Its tests become this module's, suffixed with the backend.
-Each test expected to fail says why; the list is strict, so a test that starts passing must be
-taken off it.
+MLPRegressor]``) hold fastnn's. Its tests become this module's, suffixed with the backend and
+dtype. Each test expected to fail says why; the list is strict, so a test that starts passing
+must be taken off it.
 """
 
 from __future__ import annotations
@@ -36,7 +38,9 @@ PRIVATE = {
     "test_gradient": "calls _loss_grad_lbfgs",
 }
 # test (name, or name[parameter id]) -> why fastnn fails it today; strict: a pass is an error
-# (each passes with dtype="float64": tests/test_regressor.py)
+# with the default dtype (float32); with dtype=None each passes
+DEFAULT_DTYPE = "float32"
+DTYPES = {DEFAULT_DTYPE: DEFAULT_DTYPE, "sklearn_dtype": None}  # name in the test ids: dtype
 EXPECTED_FAILURES = {
     "test_mlp_param_dtypes[": "float64 data trains in float32 (dtype='float32' is fastnn's "
     "default, for speed)",
@@ -48,32 +52,33 @@ EXPECTED_FAILURES = {
 }
 
 
-def _preset(estimator: type, backend: str) -> type:
-    """fastnn's ``estimator`` class with ``backend`` as the default, under a name of its own
-    (so that clone and pickle find it): scikit-learn's tests construct the class without it."""
+def _preset(estimator: type, backend: str, dtype: str | None) -> type:
+    """fastnn's ``estimator`` class with ``backend`` and ``dtype`` as the defaults, under a name
+    of its own (so that clone and pickle find it): scikit-learn's tests construct the class
+    without them."""
+    defaults = {"backend": backend, "dtype": dtype}
     signature = inspect.signature(estimator.__init__)
     parameters = [
-        p.replace(default=backend) if p.name == "backend" else p
+        p.replace(default=defaults[p.name]) if p.name in defaults else p
         for p in signature.parameters.values()
     ]
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("backend", backend)
-        estimator.__init__(self, *args, **kwargs)
+        estimator.__init__(self, *args, **{**defaults, **kwargs})
 
     __init__.__signature__ = signature.replace(parameters=parameters)
-    name = f"{estimator.__name__}{backend.capitalize()}"
+    name = f"{estimator.__name__}{backend.capitalize()}{str(dtype).capitalize()}"
     cls = type(name, (estimator,), {"__init__": __init__, "__module__": __name__})
     globals()[name] = cls
     return cls
 
 
-def _load_suite(backend: str) -> types.ModuleType:
+def _load_suite(backend: str, dtype: str | None) -> types.ModuleType:
     """test_mlp.py executed with fastnn's classes bound to scikit-learn's names."""
     binding = types.ModuleType("sklearn.neural_network")
-    binding.MLPClassifier = _preset(MLPClassifier, backend)
-    binding.MLPRegressor = _preset(MLPRegressor, backend)
-    spec = importlib.util.spec_from_file_location(f"sklearn_test_mlp_{backend}", SUITE)
+    binding.MLPClassifier = _preset(MLPClassifier, backend, dtype)
+    binding.MLPRegressor = _preset(MLPRegressor, backend, dtype)
+    spec = importlib.util.spec_from_file_location(f"sklearn_test_mlp_{backend}_{dtype}", SUITE)
     module = importlib.util.module_from_spec(spec)
     saved = sys.modules["sklearn.neural_network"]
     sys.modules["sklearn.neural_network"] = binding
@@ -94,11 +99,11 @@ def global_random_seed() -> int:
 def mark_item(item: pytest.Item) -> None:
     """Skip or expect to fail one of scikit-learn's tests, by the lists above (called for
     each collected item by tests/conftest.py)."""
-    name = item.originalname.rsplit("__", 1)[0]
+    name, configuration = item.originalname.rsplit("__", 1)
     params = item.name[len(item.originalname) :]
     if name in PRIVATE:
         item.add_marker(pytest.mark.skip(reason=f"scikit-learn's private state: {PRIVATE[name]}"))
-    else:
+    elif configuration.endswith(DEFAULT_DTYPE):
         for key, reason in EXPECTED_FAILURES.items():
             if key == name or (key.endswith(("[", "-")) and (name + params).startswith(key)):
                 if key == "test_mlp_param_dtypes[" and "float64" not in params:
@@ -108,6 +113,7 @@ def mark_item(item: pytest.Item) -> None:
 
 
 for _backend in BACKENDS:
-    for _name, _test in vars(_load_suite(_backend)).items():
-        if _name.startswith("test_") and callable(_test):
-            globals()[f"{_name}__{_backend}"] = _test
+    for _label, _dtype in DTYPES.items():
+        for _name, _test in vars(_load_suite(_backend, _dtype)).items():
+            if _name.startswith("test_") and callable(_test):
+                globals()[f"{_name}__{_backend}_{_label}"] = _test
