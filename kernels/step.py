@@ -852,10 +852,11 @@ def fused_steps(
             for p in range(4):  # the chunk's part of each parameter; biases without decay
                 a, b = max(lo, segments[p]), min(hi, segments[p + 1])
                 decay = weight_decay + alpha * inv_n if p % 2 == 0 else 0.0
-                if alpha and p % 2 == 0:
+                if alpha and p % 2 == 0 and a < b:
+                    weights = theta[a:b]  # a view from 0: see update_span
                     squares = 0.0
-                    for e in range(a, b):
-                        squares += theta[e] * theta[e]
+                    for e in range(b - a):
+                        squares += weights[e] * weights[e]
                     penalty[q] += squares
                 if a < b:
                     update_span(theta, grad[0], theta_s if slots else theta,
