@@ -146,7 +146,8 @@ class BaseMLP(BaseEstimator):
         backend = get_backend(self.backend)
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
         _check_2d(X)
-        X, y = self._validate_xy(X, y, reset=first, dtype=self._input_dtype())
+        dtype = self._input_dtype() if first else self.coefs_[0].dtype  # a model keeps its own
+        X, y = self._validate_xy(X, y, reset=first, dtype=dtype)
         weights = None if sample_weight is None else _check_weights(sample_weight, X.shape[0])
         if first:
             self._initialize(X, self._start(y, classes if incremental else None))
@@ -154,6 +155,8 @@ class BaseMLP(BaseEstimator):
             self._check_continuation(y, incremental, classes)
             if not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
                 self._learning_rate = float(self.learning_rate_init)
+            if self.early_stopping != (self.validation_scores_ is not None):  # switched
+                self._reset_stopping()
         y_idx = self._targets(y)
         if self.solver == "lbfgs":  # early_stopping does not apply, as in scikit-learn
             return self._fit_lbfgs(backend, X, y_idx, weights)
@@ -221,6 +224,9 @@ class BaseMLP(BaseEstimator):
                         stopped = on_epoch_end(self, stats) or stopped
                     if stopped:
                         break
+        except KeyboardInterrupt:  # as scikit-learn: the model so far, best weights restored
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+            stopped = True
         finally:  # also after a divergence, which leaves the last finite parameters
             self._keep_state(backend, params, state)
         if self.early_stopping and self._best_params is not None:
@@ -302,6 +308,11 @@ class BaseMLP(BaseEstimator):
         self.loss_curve_: list[float] = []
         self.history_: list[dict[str, Any]] = []
         self.t_ = 0
+        self._reset_stopping()
+
+    def _reset_stopping(self) -> None:
+        """The bookkeeping of stopping on a plateau (training loss, or with early_stopping
+        validation score, and its best weights)."""
         self._no_improvement_count = 0
         self._best_params: list[np.ndarray] | None = None
         if self.early_stopping:
@@ -341,6 +352,12 @@ class BaseMLP(BaseEstimator):
                 f"validation sample of {len(y_idx)} rows ({exc}); increase "
                 "validation_fraction or the size of the data"
             ) from exc
+        if weights is not None and not (split[4].sum() > 0 and split[5].sum() > 0):
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} leaves all the sample weight "
+                "on one side of the early-stopping split; give more rows a nonzero weight, "
+                "change validation_fraction or random_state, or set early_stopping=False"
+            )
         if split[1].shape[0] < 2:
             raise ValueError(
                 f"The validation set is too small: validation_fraction={self.validation_fraction} "
@@ -436,16 +453,18 @@ class BaseMLP(BaseEstimator):
         if training_state:
             state_meta, extra = self._training_state()
         params = {
-            k: (list(v) if isinstance(v, tuple) else v)
+            k: _json_value(v)
             for k, v in self.get_params().items()
-            if k != "random_state" or isinstance(v, int | None)
+            if k != "random_state" or v is None or isinstance(v, numbers.Integral)
         }
         save_model_file(
             path,
             self._params_arrays(),
             {
                 "fastnn_version": __version__,
-                "layer_sizes": [self.n_features_in_, *self._hidden(), self.n_outputs_],
+                "layer_sizes": [
+                    int(s) for s in (self.n_features_in_, *self._hidden(), self.n_outputs_)
+                ],
                 "activation": self._activation(),
                 "dtype": str(self.coefs_[0].dtype),
                 "estimator": type(self).__name__,
@@ -774,6 +793,8 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> BaseMLP:
         model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
     model.history_ = meta.get("history", [])
     model.loss_curve_ = [h["loss"] for h in model.history_]
+    if model.loss_curve_:
+        model.loss_ = model.loss_curve_[-1]
     model.n_iter_ = len(model.history_)
     model.t_ = sum(int(h.get("samples", 0)) for h in model.history_)
     if model.loss_curve_ and not model.early_stopping:
@@ -782,6 +803,16 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> BaseMLP:
     if "training_state" in meta:
         model._restore_training_state(meta["training_state"], extra, path)
     return model
+
+
+def _json_value(value: Any) -> Any:
+    """A parameter's value as JSON holds it: numpy scalars and arrays (a grid search's
+    np.arange values) as Python numbers and lists, tuples as lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | tuple | list):
+        return [_json_value(v) for v in value]
+    return value
 
 
 def _generator(random_state: Any) -> np.random.Generator:
@@ -863,7 +894,8 @@ def _check_2d(X: Any) -> None:
         shape = getattr(X, "shape", None) or np.shape(X)
         raise ValueError(
             f"X must be 2-D, (n_samples, n_features); got a {ndim}-D array of shape {shape}. "
-            "Reshape your data: X.reshape(1, -1) for one sample, X.reshape(len(X), -1) for images"
+            "Reshape your data: X.reshape(-1, 1) for one feature, X.reshape(1, -1) for one sample, "
+            "X.reshape(len(X), -1) for images"
         )
 
 
@@ -887,7 +919,7 @@ def _check_number(
             value < high if high_open else value <= high
         )
     if not ok:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        lo, hi = ("(" if low_open else "["), (")" if high_open or high == np.inf else "]")
         raise ValueError(
             f"{name}={value!r} is out of range; expected a number in {lo}{low}, {high}{hi}"
         )

@@ -65,23 +65,37 @@ class Objective:
     def pack(self, params: list[Any]) -> np.ndarray:
         return np.concatenate([self.backend.to_numpy(p).ravel() for p in params]).astype(np.float64)
 
-    def unpack(self, theta: np.ndarray) -> list[Any]:
+    def unpack(self, theta: np.ndarray, dtype: Any = None) -> list[Any]:
         return [
-            self.backend.asarray(theta[a:b].reshape(s), dtype=self.dtype)
+            self.backend.asarray(theta[a:b].reshape(s), dtype=dtype or self.dtype)
             for a, b, s in zip(self.starts, self.ends, self.shapes, strict=True)
         ]
 
     def __call__(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """(objective, its gradient) at ``theta``: the data in chunks (model.chunk_rows: they
-        bound the activations' memory, and densify a sparse X a chunk at a time)."""
+        """(objective, its gradient) at ``theta``, in the network's dtype; in float64 where
+        that overflows (a trial step whose exp or square passes float32's range: scipy's line
+        search took the infinite loss as converged, 2 iterations into a Poisson fit)."""
+        loss, gradient = self._evaluate(theta, self.dtype)
+        if not np.isfinite(loss) and self.dtype != np.float64:
+            loss, gradient = self._evaluate(theta, np.dtype(np.float64))
+        return loss, gradient
+
+    def _evaluate(self, theta: np.ndarray, dtype: np.dtype) -> tuple[float, np.ndarray]:
+        """The objective and its gradient computed in ``dtype``, the data in chunks
+        (model.chunk_rows: they bound the activations' memory, and densify a sparse X a chunk
+        at a time)."""
         n, step = self.X.shape[0], chunk_rows(self.X)
         total = n if self.weights is None else float(self.weights.sum())
-        params = self.unpack(theta)
+        params = self.unpack(theta, dtype)
         loss, gradient = 0.0, np.zeros_like(theta)
         for s in range(0, n, step):
             rows = slice(s, s + step)
             x, y = dense_rows(self.backend, self.X, rows), self.y_idx[rows]
             w = None if self.weights is None else self.weights[rows]
+            if dtype != self.dtype:  # labels stay integers
+                as_dtype = self.backend.asarray
+                x, w = as_dtype(x, dtype), None if w is None else as_dtype(w, dtype)
+                y = as_dtype(y, dtype) if y.dtype.kind == "f" else y
             # the chunk's means, weighted into the whole data's
             share = (y.shape[0] if w is None else float(w.sum())) / total
             if share == 0:
@@ -118,7 +132,7 @@ def fit_lbfgs(
     largest gradient component falls below ``tol`` (scipy's ``gtol``)."""
     objective = Objective(backend, params, X, y_idx, activation, alpha, output, weights)
     flops = 6.0 * X.shape[0] * sum(int(np.prod(s)) for s in objective.shapes[::2])
-    # a trial step may overflow the loss: scipy backs off from it
+    # a trial step may overflow float32 (Objective evaluates it again in float64)
     with _blas_threads(flops), np.errstate(over="ignore", invalid="ignore"):
         result = scipy.optimize.minimize(
             objective,

@@ -91,12 +91,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return y.shape[1]
 
     def _check_continuation(self, y: np.ndarray, incremental: bool, classes: Any) -> None:
-        """y and the loss must fit the model that training continues."""
-        if y.shape[1] != self.n_outputs_:
-            raise ValueError(
-                f"y has {y.shape[1]} output(s), the model {self.n_outputs_}; fit with "
-                "warm_start=False to train on other targets"
-            )
+        """The loss must be the model's (y's outputs: _targets)."""
         if LOSSES[self.loss] != self.out_activation_:
             raise ValueError(
                 f"loss={self.loss!r} differs from the loss the model was fitted with; fit with "
@@ -104,4 +99,19 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             )
 
     def _targets(self, y: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(y, dtype=self.coefs_[0].dtype)
+        """y in the model's dtype, one column per output (checked: partial_fit's and
+        validation_data's y too)."""
+        if y.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {y.shape[1]} output(s), the model {self.n_outputs_}; give y one column "
+                "per output the model was fitted on, or fit with warm_start=False"
+            )
+        dtype = self.coefs_[0].dtype
+        with np.errstate(over="ignore"):
+            targets = np.ascontiguousarray(y, dtype=dtype)
+        if not np.isfinite(targets).all():
+            raise ValueError(
+                f"y has values beyond the range of {dtype} (up to {np.abs(y).max():.3g}); "
+                "scale y, or use dtype='float64'"
+            )
+        return targets

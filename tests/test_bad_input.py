@@ -85,7 +85,7 @@ CASES = {
     "learning rate 0": (
         fit(learning_rate_init=0.0),
         ValueError,
-        ["learning_rate_init=0.0", "(0, inf]"],
+        ["learning_rate_init=0.0", "(0, inf)"],
     ),
     "learning rate negative": (
         fit(learning_rate_init=-0.1),
@@ -106,11 +106,11 @@ CASES = {
     "max_iter float": (fit(max_iter=2.5), ValueError, ["max_iter=2.5", "positive integer"]),
     "batch_size 0": (fit(batch_size=0), ValueError, ["batch_size=0", "'auto', 'full'"]),
     "batch_size text": (fit(batch_size="big"), ValueError, ["batch_size='big'", "'auto', 'full'"]),
-    "alpha negative": (fit(alpha=-1.0), ValueError, ["alpha=-1.0", "[0, inf]"]),
+    "alpha negative": (fit(alpha=-1.0), ValueError, ["alpha=-1.0", "[0, inf)"]),
     "momentum above 1": (fit(momentum=1.5), ValueError, ["momentum=1.5", "[0, 1]"]),
     "beta_1 of 1": (fit(beta_1=1.0), ValueError, ["beta_1=1.0", "[0, 1)"]),
-    "epsilon 0": (fit(epsilon=0.0), ValueError, ["epsilon=0.0", "(0, inf]"]),
-    "tol negative": (fit(tol=-1e-4), ValueError, ["tol=-0.0001", "[0, inf]"]),
+    "epsilon 0": (fit(epsilon=0.0), ValueError, ["epsilon=0.0", "(0, inf)"]),
+    "tol negative": (fit(tol=-1e-4), ValueError, ["tol=-0.0001", "[0, inf)"]),
     "validation_fraction 1": (
         fit(validation_fraction=1.0, early_stopping=True),
         ValueError,

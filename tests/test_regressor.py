@@ -164,6 +164,7 @@ def test_saved_regressor_loads_as_a_regressor(diabetes, backend, tmp_path):
     model.save(tmp_path / "r.npz", training_state=True)
     loaded = load_model(tmp_path / "r.npz", backend=backend)
     assert type(loaded) is MLPRegressor and loaded.loss == "poisson"
+    assert loaded.loss_ == model.loss_
     assert not hasattr(loaded, "classes_")
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
     loaded.partial_fit(X, Y)
@@ -184,3 +185,81 @@ def test_evaluate_r2_is_scikit_learns(rng, weighted):
     _, score = evaluate(numpy, params, X, Y, "identity", "identity", w)
     expected = r2_score(Y, X @ params[0] + params[1], sample_weight=w)
     assert score == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_float32_lbfgs_poisson_steps_past_an_overflowing_trial(backend):
+    """Counts around 1300: a trial step's exp passes float32's range; evaluated again in
+    float64, the line search backs off instead of stopping (it stopped at iteration 2)."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(500, 5)
+    y = rng.poisson(np.exp(7 + X @ [0.3, -0.2, 0.5, 0.1, 0.0])).astype(float)
+    model = _quietly(MLPRegressor("poisson", hidden_layer_sizes=(5,), solver="lbfgs",
+                                  random_state=0, backend=backend), X, y)  # fmt: skip
+    assert model.n_iter_ > 50 and model.score(X, y) > 0.99
+
+
+def test_targets_are_checked_against_the_model(diabetes):
+    X, y = diabetes
+    model = _quietly(MLPRegressor(hidden_layer_sizes=(8,), max_iter=2), X, y)
+    with pytest.raises(ValueError, match="y has 3 output"):
+        model.fit(X, y, validation_data=(X, np.c_[y, y, y]))
+    with pytest.raises(ValueError, match="y has 3 output"):
+        model.partial_fit(X, np.c_[y, y, y])
+    with pytest.raises(ValueError, match=r"beyond the range of float32 .*dtype='float64'"):
+        MLPRegressor(max_iter=1).fit(X, y * 1e39)
+
+
+def test_a_continued_model_keeps_its_dtype(diabetes):
+    """dtype=None: the first fit's data decides, as in scikit-learn; a later float32 batch
+    does not lower a float64 model's precision."""
+    X, y = diabetes
+    model = MLPRegressor(hidden_layer_sizes=(8,), dtype=None).partial_fit(X, y)
+    model.partial_fit(X.astype(np.float32), y)
+    assert model.coefs_[0].dtype == np.float64
+    assert model.predict(X.astype(np.float32)).dtype == np.float64
+
+
+def test_ctrl_c_returns_the_model_so_far_as_scikit_learn(diabetes):
+    X, y = diabetes
+
+    def interrupt(model, stats):
+        if stats.epoch == 3:
+            raise KeyboardInterrupt
+
+    model = MLPRegressor(hidden_layer_sizes=(8,), max_iter=50, random_state=0)
+    with pytest.warns(UserWarning, match="Training interrupted by user"):
+        assert model.fit(X, y, on_epoch_end=interrupt) is model
+    assert model.n_iter_ == 3 and np.isfinite(model.predict(X)).all()
+
+
+def test_switching_early_stopping_between_warm_starts_restarts_its_bookkeeping(diabetes):
+    X, y = diabetes
+    model = _quietly(MLPRegressor(hidden_layer_sizes=(8,), max_iter=3, warm_start=True), X, y)
+    _quietly(model.set_params(early_stopping=True), X, y)
+    assert len(model.validation_scores_) == 3 and model.best_loss_ is None
+    _quietly(model.set_params(early_stopping=False), X, y)
+    assert model.validation_scores_ is None and np.isfinite(model.best_loss_)
+
+
+def test_early_stopping_refuses_a_split_with_all_the_weight_on_one_side(diabetes):
+    X, y = diabetes
+    weights = np.zeros(len(y))
+    weights[:3] = 1
+    model = MLPRegressor(early_stopping=True, validation_fraction=0.5, random_state=1)
+    with pytest.raises(ValueError, match="all the sample weight on one side"):
+        model.fit(X[:40], y[:40], sample_weight=weights[:40])
+
+
+def test_numpy_valued_parameters_are_saved_as_numbers(diabetes, tmp_path):
+    """A grid search's np.arange values: saved as JSON numbers, random_state kept."""
+    X, y = diabetes
+    model = MLPRegressor(hidden_layer_sizes=np.array([5]), batch_size=np.int64(10),
+                         alpha=np.float32(0.001), max_iter=np.int64(2), early_stopping=np.True_,
+                         random_state=np.int64(3))  # fmt: skip
+    _quietly(model, X, y)
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    params = loaded.get_params()
+    assert params["batch_size"] == 10 and params["random_state"] == 3
+    assert params["hidden_layer_sizes"] == (5,) and params["early_stopping"] is True
