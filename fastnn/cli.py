@@ -24,7 +24,7 @@ from fastnn import __version__
 from fastnn.backends import backend_names, get_backend, unavailable_reason
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
 from fastnn.errors import FastnnError, TrainingDiverged
-from fastnn.io import DTYPES
+from fastnn.io import DTYPES, json_default
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
@@ -623,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         result = COMMANDS[args.command](args)
         if getattr(args, "json", False):
-            print(json.dumps(result, default=_json_default))
+            print(json.dumps(result, default=json_default))
         sys.stdout.flush()
     except UsageError as exc:
         print(exc, file=sys.stderr)
@@ -645,12 +645,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fastnn: interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 if __name__ == "__main__":

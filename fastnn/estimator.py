@@ -453,7 +453,7 @@ class BaseMLP(BaseEstimator):
         if training_state:
             state_meta, extra = self._training_state()
         params = {
-            k: _json_value(v)
+            k: v
             for k, v in self.get_params().items()
             if k != "random_state" or v is None or isinstance(v, numbers.Integral)
         }
@@ -462,9 +462,7 @@ class BaseMLP(BaseEstimator):
             self._params_arrays(),
             {
                 "fastnn_version": __version__,
-                "layer_sizes": [
-                    int(s) for s in (self.n_features_in_, *self._hidden(), self.n_outputs_)
-                ],
+                "layer_sizes": [self.n_features_in_, *self._hidden(), self.n_outputs_],
                 "activation": self._activation(),
                 "dtype": str(self.coefs_[0].dtype),
                 "estimator": type(self).__name__,
@@ -803,16 +801,6 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> BaseMLP:
     if "training_state" in meta:
         model._restore_training_state(meta["training_state"], extra, path)
     return model
-
-
-def _json_value(value: Any) -> Any:
-    """A parameter's value as JSON holds it: numpy scalars and arrays (a grid search's
-    np.arange values) as Python numbers and lists, tuples as lists."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray | tuple | list):
-        return [_json_value(v) for v in value]
-    return value
 
 
 def _generator(random_state: Any) -> np.random.Generator:

@@ -50,18 +50,26 @@ def _umask() -> int:
     return mask
 
 
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default`` for numpy values: scalars as Python numbers, arrays as
+    lists (an estimator parameter from a grid search's np.arange, a CLI result)."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def save_model_file(
     path: str | os.PathLike,
     params: list[np.ndarray],
     metadata: dict,
     extra: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Save parameters ``[W0, b0, ...]``, JSON-serialisable ``metadata`` and ``extra`` named
-    arrays (training state) atomically."""
+    """Save parameters ``[W0, b0, ...]``, JSON-serialisable ``metadata`` (numpy values
+    included: json_default) and ``extra`` named arrays (training state) atomically."""
     meta = {"format_version": FORMAT_VERSION, **metadata}
     arrays = {f"param_{i}": np.ascontiguousarray(p) for i, p in enumerate(params)}
     arrays.update({f"extra_{k}": np.ascontiguousarray(a) for k, a in (extra or {}).items()})
-    arrays[META_KEY] = np.array(json.dumps(meta))
+    arrays[META_KEY] = np.array(json.dumps(meta, default=json_default))
     if not Path(path).parent.is_dir():
         raise ModelFileError(
             f"cannot save model to {path}: directory {Path(path).parent} does not exist"
