@@ -128,9 +128,7 @@ class Backend:
 
         Stable for any finite logits: log-softmax via the row maximum (log-sum-exp).
         """
-        row_loss, dlogits = self._row_losses(logits, y_idx, "softmax")
-        dlogits /= logits.shape[0]
-        return row_loss.mean(), dlogits
+        return self._mean_loss(logits, y_idx, "softmax")
 
     def softmax(self, logits: Array) -> Array:
         """Row-wise probabilities, stable for any finite logits."""
@@ -143,9 +141,7 @@ class Backend:
 
         Stable for any finite logits: log(1 + e^-|z|) never overflows.
         """
-        n = logits.shape[0]
-        row_loss, dlogits = self._row_losses(logits, targets, "logistic")
-        return row_loss.sum() / n, dlogits / n
+        return self._mean_loss(logits, targets, "logistic")
 
     def sigmoid(self, logits: Array) -> Array:
         """Element-wise probabilities, stable for any finite logits."""
@@ -160,10 +156,12 @@ class Backend:
         mean (scikit-learn's ``sample_weight``: sum of w * loss over the sum of w)."""
         if weights is not None:
             return self._weighted_loss(logits, targets, output, weights)
-        if output == "logistic":
-            return self.sigmoid_xent(logits, targets)
-        if output == "softmax":
+        if output == "softmax":  # a verb the fast backends override
             return self.softmax_xent(logits, targets)
+        return self._mean_loss(logits, targets, output)
+
+    def _mean_loss(self, logits: Array, targets: Array, output: str) -> tuple[Array, Array]:
+        """output_loss without weights: the rows' mean loss, and its gradient."""
         row_loss, dlogits = self._row_losses(logits, targets, output)
         dlogits /= logits.shape[0]
         return row_loss.mean(), dlogits
@@ -178,7 +176,7 @@ class Backend:
 
     def _row_losses(self, logits: Array, targets: Array, output: str) -> tuple[Array, Array]:
         """Each row's loss, and each row's gradient of it with respect to its logits: the
-        output layer's maths, which softmax_xent, sigmoid_xent and _weighted_loss average.
+        output layer's maths, which _mean_loss and _weighted_loss average.
 
         Stable for any finite logits: log-softmax via the row maximum (log-sum-exp), and
         log(1 + e^-|z|), which never overflows. The squared error is scikit-learn's: the loss
