@@ -149,6 +149,8 @@ class BaseMLP(BaseEstimator):
         dtype = self._input_dtype() if first else self.coefs_[0].dtype  # a model keeps its own
         X, y = self._validate_xy(X, y, reset=first, dtype=dtype)
         weights = None if sample_weight is None else _check_weights(sample_weight, X.shape[0])
+        if weights is not None and (weights == 1).all():  # the same sums, on the faster path
+            weights = None
         if first:
             self._initialize(X, self._start(y, classes if incremental else None))
         else:

@@ -1,0 +1,51 @@
+"""Zero code change: scikit-learn's ``MLPClassifier`` and ``MLPRegressor`` run on fastnn.
+
+Turn it on before scikit-learn's neural_network module is imported, in one of three ways:
+``python -m fastnn.accel script.py`` (or ``-m module``), ``fastnn.accel.install()`` in code,
+``%load_ext fastnn.accel`` in IPython or Jupyter. From then on
+``sklearn.neural_network.MLPClassifier`` and ``MLPRegressor`` are fastnn.accel's subclasses of
+scikit-learn's classes (fastnn.accel.estimators): fits and predictions run on fastnn where it
+can serve them and on scikit-learn's own code where it cannot. ``FASTNN_ACCEL_LOG=info`` logs
+which ran, per call.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from .log import configure, counts, summary
+
+__all__ = ["counts", "install", "is_installed", "summary"]
+
+NAMES = ("MLPClassifier", "MLPRegressor")
+
+
+def install(log_level: str | None = None) -> None:
+    """Replace scikit-learn's MLP classes with fastnn's accelerated ones (idempotent); a bad
+    ``FASTNN_*`` setting or log level is a one-line ValueError here, before any work."""
+    configure(log_level)
+    import sklearn.neural_network
+    from sklearn.neural_network import _multilayer_perceptron
+
+    from . import estimators  # binds scikit-learn's own classes before they are replaced
+
+    estimators.fastnn_settings()
+    for module in (sklearn.neural_network, _multilayer_perceptron):
+        for name in NAMES:
+            setattr(module, name, getattr(estimators, name))
+
+
+def is_installed() -> bool:
+    """Whether ``sklearn.neural_network``'s MLP classes are fastnn's accelerated ones."""
+    module = sys.modules.get("sklearn.neural_network")
+    accelerated = sys.modules.get(f"{__name__}.estimators")
+    return bool(module and accelerated) and module.MLPClassifier is accelerated.MLPClassifier
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext fastnn.accel``: install, and say so (names the notebook already imported
+    from sklearn.neural_network stay scikit-learn's)."""
+    install()
+    print("fastnn.accel: sklearn.neural_network's MLPClassifier and MLPRegressor now run on "
+          "fastnn; import them after this line")  # fmt: skip
