@@ -16,7 +16,7 @@ from typing import Any
 
 from .log import configure, counts, summary
 
-__all__ = ["counts", "install", "is_installed", "summary"]
+__all__ = ["counts", "install", "is_installed", "summary", "uninstall"]
 
 NAMES = ("MLPClassifier", "MLPRegressor")
 
@@ -25,15 +25,28 @@ def install(log_level: str | None = None) -> None:
     """Replace scikit-learn's MLP classes with fastnn's accelerated ones (idempotent); a bad
     ``FASTNN_*`` setting or log level is a one-line ValueError here, before any work."""
     configure(log_level)
-    import sklearn.neural_network
-    from sklearn.neural_network import _multilayer_perceptron
-
     from . import estimators  # binds scikit-learn's own classes before they are replaced
 
     estimators.fastnn_settings()
+    _bind(estimators)
+
+
+def uninstall() -> None:
+    """Give scikit-learn its own MLP classes back (names already imported keep what they
+    were bound to)."""
+    from . import estimators
+
+    _bind(estimators, original=True)
+
+
+def _bind(estimators: Any, original: bool = False) -> None:
+    import sklearn.neural_network
+    from sklearn.neural_network import _multilayer_perceptron
+
     for module in (sklearn.neural_network, _multilayer_perceptron):
         for name in NAMES:
-            setattr(module, name, getattr(estimators, name))
+            accelerated = getattr(estimators, name)
+            setattr(module, name, accelerated._sklearn_class if original else accelerated)
 
 
 def is_installed() -> bool:
@@ -49,3 +62,8 @@ def load_ipython_extension(ipython: Any) -> None:
     install()
     print("fastnn.accel: sklearn.neural_network's MLPClassifier and MLPRegressor now run on "
           "fastnn; import them after this line")  # fmt: skip
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext fastnn.accel``: scikit-learn's own classes again."""
+    uninstall()

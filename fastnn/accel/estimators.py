@@ -110,8 +110,10 @@ class _Accelerated:
                 record(call, "fastnn", _where(model), time.perf_counter() - t0)
                 return self
         self._forget_fastnn()
-        getattr(self._sklearn_class, method)(self, X, y, **kwargs)
-        record(call, "scikit-learn", f"fallback: {reason}", time.perf_counter() - t0)
+        try:
+            getattr(self._sklearn_class, method)(self, X, y, **kwargs)
+        finally:  # logged also when scikit-learn raises: it was the code that ran
+            record(call, "scikit-learn", f"fallback: {reason}", time.perf_counter() - t0)
         return self
 
     def _unservable(self, continuing: bool) -> str | None:
@@ -179,9 +181,10 @@ class _Accelerated:
                 return result
         else:
             reason = "the weights are not from a fastnn fit in this process"
-        result = getattr(self._sklearn_class, method)(self, X)
-        record(call, "scikit-learn", f"fallback: {reason}", time.perf_counter() - t0)
-        return result
+        try:
+            return getattr(self._sklearn_class, method)(self, X)
+        finally:
+            record(call, "scikit-learn", f"fallback: {reason}", time.perf_counter() - t0)
 
     # ---- pickling ---------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -193,7 +196,8 @@ class _Accelerated:
         accelerator is installed, scikit-learn's where it is not."""
         installed = getattr(sklearn_mlp, type(self).__name__, None) is type(self)
         cls = type(self) if installed else self._sklearn_class
-        return copyreg.__newobj__, (cls,), self.__getstate__()
+        # _reconstructor, not __newobj__: pickle checks that __newobj__'s class is the object's
+        return copyreg._reconstructor, (cls, object, None), self.__getstate__()
 
 
 def _sklearn_dtype(X: Any) -> np.dtype:
