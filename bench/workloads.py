@@ -178,3 +178,21 @@ def diabetes_split() -> tuple[np.ndarray, ...]:
     y_mean, y_std = y_train.mean(), y_train.std()
     return ((X_train - mean) / std, (y_train - y_mean) / y_std, (X_test - mean) / std,
             (y_test - y_mean) / y_std)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ScriptWorkload:
+    """An unchanged scikit-learn script (examples/sklearn_mlp_script.py: a grid search of 12
+    MLPClassifier fits on the digits and one MLPRegressor fit on diabetes), run as it is and
+    under fastnn.accel; ``samples`` counts its MLP fits, so "samples/s" reads fits/s. "warm":
+    its main() in this process, fastnn's kernels loaded; "cold": a whole new process each run,
+    with the imports and the kernel-cache loads."""
+
+    name: str
+    samples: int = 13
+    flops: None = None
+    sizes: tuple[int, ...] = ()
+
+
+SCRIPT_WORKLOADS = {w.name: w for w in [ScriptWorkload("accel-script"),
+                                         ScriptWorkload("accel-script-cold")]}  # fmt: skip

@@ -261,6 +261,9 @@ def test_pickle_holds_scikit_learns_state_only(tmp_path, digits) -> None:
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
     loaded = joblib.load(joblib.dump(model, tmp_path / "m.joblib")[0])
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    # unfitted (a clone for a joblib worker): fastnn's class, so that the worker uses fastnn
+    clone_ = pickle.loads(pickle.dumps(accel.MLPClassifier(alpha=0.5)))
+    assert type(clone_) is accel.MLPClassifier and clone_.alpha == 0.5
 
 
 def test_pipeline_and_grid_search_train_on_fastnn(log, digits) -> None:
@@ -331,6 +334,22 @@ def test_python_m_fastnn_accel_runs_a_script_and_a_module(tmp_path) -> None:
     # the model it pickled is a plain scikit-learn model without the accelerator
     check = "import pickle; m = pickle.load(open('model.pkl', 'rb')); print(type(m).__mro__[1])"
     assert "sklearn.base.ClassifierMixin" in _run(["-c", check], tmp_path).stdout
+
+
+def test_joblib_worker_processes_train_on_fastnn_too(tmp_path) -> None:
+    script = (
+        "from sklearn.datasets import load_digits\n"
+        "from sklearn.model_selection import GridSearchCV\n"
+        "from sklearn.neural_network import MLPClassifier\n"
+        "X, y = load_digits(return_X_y=True)\n"
+        "GridSearchCV(MLPClassifier(max_iter=5), {'alpha': [1e-4, 1e-2]}, cv=2, n_jobs=2)"
+        ".fit(X / 16, y)\n"
+    )
+    (tmp_path / "search.py").write_text(script)
+    result = _run(["-m", "fastnn.accel", "-v", "search.py"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    fits = [line for line in result.stderr.splitlines() if "MLPClassifier.fit: " in line]
+    assert len(fits) == 5 and all("fastnn (" in line for line in fits)  # 4 in workers, 1 refit
 
 
 @pytest.mark.parametrize(

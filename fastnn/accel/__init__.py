@@ -11,14 +11,18 @@ which ran, per call.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
-from .log import configure, counts, summary
+from .log import LOG_ENV, configure, counts, summary
 
 __all__ = ["counts", "install", "is_installed", "summary", "uninstall"]
 
 NAMES = ("MLPClassifier", "MLPRegressor")
+
+if os.environ.get(LOG_ENV):  # a joblib worker of an accelerated process logs like it
+    configure()
 
 
 def install(log_level: str | None = None) -> None:

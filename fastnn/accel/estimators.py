@@ -192,12 +192,21 @@ class _Accelerated:
         return {k: v for k, v in state.items() if k not in PRIVATE}
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        """scikit-learn's state under scikit-learn's class name: this class where the
-        accelerator is installed, scikit-learn's where it is not."""
+        """A model: scikit-learn's state under scikit-learn's class name, which is this class
+        where the accelerator is installed and scikit-learn's where it is not. An unfitted
+        estimator (a clone on its way to a joblib worker process): this class by fastnn's
+        name, so that the worker trains on fastnn too."""
+        if not hasattr(self, "coefs_"):
+            return _unfitted, (type(self).__name__,), self.__getstate__()
         installed = getattr(sklearn_mlp, type(self).__name__, None) is type(self)
         cls = type(self) if installed else self._sklearn_class
         # _reconstructor, not __newobj__: pickle checks that __newobj__'s class is the object's
         return copyreg._reconstructor, (cls, object, None), self.__getstate__()
+
+
+def _unfitted(name: str) -> _Accelerated:
+    """An accelerated estimator to unpickle an unfitted one into (its state follows)."""
+    return object.__new__(globals()[name])
 
 
 def _sklearn_dtype(X: Any) -> np.dtype:
