@@ -22,10 +22,11 @@ from sklearn.neural_network._stochastic_optimizers import AdamOptimizer, SGDOpti
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.validation import check_is_fitted
 
-from fastnn.estimator import BaseMLP
+from fastnn.estimator import ACTIVATION_ALIASES, BaseMLP
 
 # fitted attributes with the same meaning in both; the stochastic solvers' only in their fits
 COMMON = ("n_iter_", "t_", "loss_", "n_features_in_", "feature_names_in_", "classes_")
+SKLEARN_ACTIVATIONS = {v: k for k, v in ACTIVATION_ALIASES.items()}  # fastnn's "sigmoid"
 STOCHASTIC = ("loss_curve_", "best_loss_", "validation_scores_", "best_validation_score_")
 
 
@@ -69,7 +70,9 @@ def to_sklearn(model: BaseMLP) -> SklearnMLPClassifier | SklearnMLPRegressor:
     skl2onnx."""
     cls = SklearnMLPClassifier if is_classifier(model) else SklearnMLPRegressor
     names = cls._get_param_names()
-    estimator = cls(**{n: v for n, v in model.get_params(deep=False).items() if n in names})
+    params = {n: v for n, v in model.get_params(deep=False).items() if n in names}
+    params["activation"] = SKLEARN_ACTIVATIONS.get(model.activation, model.activation)
+    estimator = cls(**params)
     for name, value in sklearn_attributes(model).items():
         setattr(estimator, name, value)
     return estimator
