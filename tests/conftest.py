@@ -51,3 +51,21 @@ def pytest_collection_modifyitems(items):
         mark = getattr(getattr(item, "module", None), "mark_item", None)
         if mark is not None:
             mark(item)
+
+
+_SUMMARY = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def summary_line(request):
+    """Add a line to the run's terminal summary: figures a test measured, for the record
+    (tests/test_accel_suite.py: scikit-learn's suite under the accelerator)."""
+    return request.config.stash.setdefault(_SUMMARY, []).append
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    lines = config.stash.get(_SUMMARY, [])
+    if lines:
+        terminalreporter.write_sep("=", "fastnn figures")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("dtype", ["", "sklearn"], ids=["float32_default", "sklearn_dtype"])
-def test_scikit_learns_suite_passes_under_the_accelerator(tmp_path, dtype) -> None:
+def test_scikit_learns_suite_passes_under_the_accelerator(tmp_path, dtype, summary_line) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FASTNN_DTYPE": dtype}
     result = subprocess.run(
         [sys.executable, "-m", "fastnn.accel", "-v", "-m", "pytest", str(SUITE), "-q",
@@ -35,5 +35,6 @@ def test_scikit_learns_suite_passes_under_the_accelerator(tmp_path, dtype) -> No
     fits = {
         m[0]: int(m[1]) for m in re.findall(r"(MLP\w+\.(?:partial_)?fit) fastnn: (\d+)", summary)
     }
-    print(f"{counts.group(0)}; {summary}")  # the figures for the closing note, with -s / -rP
+    summary_line(f"scikit-learn's test_mlp.py under fastnn.accel, FASTNN_DTYPE={dtype or 'unset'}: "
+                 f"{counts.group(0)}; {summary.removeprefix('fastnn.accel: ')}")  # fmt: skip
     assert fits.get("MLPClassifier.fit", 0) >= 50 and fits.get("MLPRegressor.fit", 0) >= 30
