@@ -151,8 +151,10 @@ class BaseMLP(BaseEstimator):
         weights = None if sample_weight is None else _check_weights(sample_weight, X.shape[0])
         if weights is not None and (weights == 1).all():  # the same sums, on the faster path
             weights = None
+        # scikit-learn's RandomState of this fit: initial weights, then early stopping's split
+        random_state = check_random_state(self.random_state)
         if first:
-            self._initialize(X, self._start(y, classes if incremental else None))
+            self._initialize(X, self._start(y, classes if incremental else None), random_state)
         else:
             self._check_continuation(y, incremental, classes)
             if not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
@@ -165,7 +167,9 @@ class BaseMLP(BaseEstimator):
 
         X_val = y_val = w_val = None
         if self.early_stopping:
-            X, X_val, y_idx, y_val, weights, w_val = self._split_validation(X, y_idx, weights)
+            X, X_val, y_idx, y_val, weights, w_val = self._split_validation(
+                X, y_idx, weights, random_state
+            )
         elif validation_data is not None:  # scored, not used to stop
             X_val, y_val = self._validate_xy(*validation_data, reset=False, dtype=X.dtype)
             y_val = self._targets(y_val)
@@ -292,15 +296,14 @@ class BaseMLP(BaseEstimator):
         slots = {k: [backend.to_numpy(a) for a in v] for k, v in state.slots.items()}
         self._optimizer_state = OptimizerState(state.step, slots)
 
-    def _initialize(self, X: np.ndarray, n_outputs: int) -> None:
-        """Fresh weights, optimizer state, generator and convergence bookkeeping."""
-        self._reset_progress()
+    def _initialize(
+        self, X: np.ndarray, n_outputs: int, random_state: np.random.RandomState
+    ) -> None:
+        """Fresh weights (drawn first, as scikit-learn's, from ``random_state``: the same
+        initial weights as its MLP), optimizer state, generator and convergence bookkeeping."""
         sizes = layer_sizes(X.shape[1], self._hidden(), n_outputs)
-        # scikit-learn's draws from its own random_state: the same initial weights as its MLP
-        start = init_params(
-            sizes, self._activation(), X.dtype, check_random_state(self.random_state)
-        )
-        self._set_params_arrays(start)
+        self._set_params_arrays(init_params(sizes, self._activation(), X.dtype, random_state))
+        self._reset_progress()
 
     def _reset_progress(self) -> None:
         """Optimizer state, generator and convergence bookkeeping of a new training run."""
@@ -335,18 +338,19 @@ class BaseMLP(BaseEstimator):
         return None
 
     def _split_validation(
-        self, X: np.ndarray, y_idx: np.ndarray, weights: np.ndarray | None
-    ) -> tuple[Any, ...]:
+        self, X: np.ndarray, y_idx: np.ndarray, weights: np.ndarray | None,
+        random_state: np.random.RandomState,
+    ) -> tuple[Any, ...]:  # fmt: skip
         """Held-out rows for early stopping (stratified by class for a classifier), drawn from
-        the model's generator: (X, X_val, y, y_val, weights, weights_val), the weights None
-        when not given."""
+        ``random_state`` as scikit-learn's split: (X, X_val, y, y_val, weights, weights_val),
+        the weights None when not given."""
         arrays = (X, y_idx) if weights is None else (X, y_idx, weights)
         try:
             split = train_test_split(
                 *arrays,
                 test_size=self.validation_fraction,
                 stratify=self._stratify(y_idx),
-                random_state=int(self._rng.integers(np.iinfo(np.int32).max)),
+                random_state=random_state,  # scikit-learn's draw: its split
             )
         except ValueError as exc:  # too few samples of some class to stratify
             raise ValueError(
@@ -627,6 +631,14 @@ class BaseMLP(BaseEstimator):
                 )
         if self.n_threads is not None:
             _check_integer("n_threads", self.n_threads)
+        if not (
+            self.random_state is None
+            or isinstance(self.random_state, numbers.Integral | np.random.RandomState)
+        ):
+            raise ValueError(
+                f"random_state must be None, an integer or a numpy RandomState; got "
+                f"{self.random_state!r}"
+            )
         if self.batch_size not in ("auto", "full"):
             _check_integer("batch_size", self.batch_size, "'auto', 'full' or a positive integer")
 
@@ -718,7 +730,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return y_idx.astype(np.int64)
 
     def _stratify(self, y_idx: np.ndarray) -> np.ndarray | None:
-        return None if y_idx.ndim == 2 else _one_hot(y_idx, len(self.classes_))
+        """scikit-learn's rule: stratify two classes only (its models of one output), by the
+        boolean column it trains on, so that the split and its errors (which name the rows'
+        strings, e.g. 'True') are scikit-learn's."""
+        two_classes = y_idx.ndim == 1 and len(self.classes_) == 2
+        return (y_idx == 1)[:, None] if two_classes else None
 
     # ---- inference ----------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -806,14 +822,11 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> BaseMLP:
 
 
 def _generator(random_state: Any) -> np.random.Generator:
-    """A numpy Generator from scikit-learn style ``random_state`` (None, int or RandomState)."""
+    """A numpy Generator from scikit-learn style ``random_state`` (None, int or RandomState,
+    as _check_params checked)."""
     if isinstance(random_state, np.random.RandomState):
         return np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-    if random_state is None or isinstance(random_state, numbers.Integral):
-        return np.random.default_rng(random_state)
-    raise ValueError(
-        f"random_state must be None, an integer or a numpy RandomState; got {random_state!r}"
-    )
+    return np.random.default_rng(random_state)
 
 
 def _check_weights(sample_weight: Any, n: int) -> np.ndarray:
@@ -856,14 +869,6 @@ def _output_of(y: np.ndarray) -> str:
 def _labels_of(y: np.ndarray) -> np.ndarray:
     """The classes of y: its distinct labels, or a multi-label y's columns 0, 1, ..."""
     return np.arange(y.shape[1]) if y.ndim == 2 else np.unique(y)
-
-
-def _one_hot(y_idx: np.ndarray, n_classes: int) -> np.ndarray:
-    """scikit-learn's representation of class labels for a stratified split: one boolean
-    column per class, a single column for two, so that the split and its errors (which
-    name the rows' strings, e.g. 'True') are scikit-learn's."""
-    onehot = y_idx[:, None] == np.arange(n_classes)
-    return onehot[:, 1:] if n_classes == 2 else onehot
 
 
 def _on_backend(backend: Any, X: Any) -> Any:

@@ -35,6 +35,11 @@ def sklearn_attributes(model: BaseMLP, dtype: Any = None) -> dict[str, Any]:
     after the training ``model`` had, its arrays in ``dtype`` (default: the model's);
     ``model`` is not changed."""
     check_is_fitted(model, "coefs_")
+    if model.out_activation_ == "softmax" and model.coefs_[-1].shape[1] == 1:
+        raise ValueError(
+            "a model of one class has no scikit-learn counterpart: scikit-learn trains a "
+            "logistic output against the one label, fastnn a softmax over one output"
+        )
     binary = _two_softmax_outputs(model)
     dtype = model.coefs_[0].dtype if dtype is None else np.dtype(dtype)
     coefs, intercepts = _layers(model.coefs_, model.intercepts_, binary, dtype)

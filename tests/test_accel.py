@@ -93,6 +93,8 @@ def test_fits_equal_scikit_learns_in_float64(monkeypatch, backend, digits, diabe
     monkeypatch.setenv("FASTNN_BACKEND", backend)
     cases = [
         (accel.MLPClassifier, digits, {"solver": "adam"}),
+        (accel.MLPClassifier, digits, {"solver": "adam", "early_stopping": True}),
+        (accel.MLPRegressor, diabetes, {"solver": "sgd", "early_stopping": True}),
         (accel.MLPClassifier, digits, {"solver": "sgd", "learning_rate": "invscaling"}),
         (accel.MLPRegressor, diabetes, {"solver": "adam", "batch_size": 64}),
         (accel.MLPRegressor, diabetes, {"solver": "lbfgs"}),
@@ -107,7 +109,7 @@ def test_fits_equal_scikit_learns_in_float64(monkeypatch, backend, digits, diabe
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
         assert ours.coefs_[0].dtype == np.float64 and ours.n_iter_ == theirs.n_iter_
         assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-9)
-        if params["solver"] != "lbfgs":
+        if params["solver"] != "lbfgs" and not params.get("early_stopping"):
             np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
             # scikit-learn continues from the translated optimizer state exactly
             ours.partial_fit(X, y)
@@ -123,7 +125,14 @@ def test_float32_by_default_with_scikit_learns_dtypes(log, digits) -> None:
     assert all(a.dtype == np.float64 for a in model.coefs_ + model.intercepts_)
     assert model.predict_proba(X).dtype == np.float64 and model.score(X, y) > 0.9
     model32 = accel.MLPRegressor(max_iter=5).fit(X.astype(np.float32), y.astype(np.float32))
-    assert model32.coefs_[0].dtype == np.float32 and model32.predict(X).dtype == np.float32
+    assert model32.coefs_[0].dtype == np.float32
+    assert model32.predict(X.astype(np.float32)).dtype == np.float32
+    assert model32.predict(X).dtype == np.float64  # as scikit-learn's: float64 X, float64 out
+    # predictions come from the weights kept here, so a pickled copy predicts the same
+    copy = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(copy.predict_proba(X), model.predict_proba(X))
+    assert any("fastnn trained in float32, the weights are float64" in r.getMessage()
+               for r in log.records)  # fmt: skip
 
 
 def test_binary_and_multilabel_in_scikit_learns_layout(digits) -> None:
@@ -216,6 +225,41 @@ def test_errors_are_scikit_learns_own(params, X, y) -> None:
     assert str(ours.value) == str(theirs.value)
 
 
+def test_one_class_and_random_state_objects_fall_back_to_scikit_learns_results(
+    monkeypatch, log
+) -> None:
+    """A single class has no fastnn counterpart; a RandomState that fastnn's failed attempt
+    drew from (its initial weights) is rewound before scikit-learn draws from it."""
+    rng = np.random.RandomState(0)
+    X = rng.randn(12, 3)
+
+    def broken(self, y):
+        raise RuntimeError("after the initial weights")
+
+    for y, params in ((np.zeros(12, int), {}), (rng.randint(0, 3, 12), {"early_stopping": True})):
+        if params:
+            monkeypatch.setattr(FastMLPClassifier, "_targets", broken)
+        ours, theirs = (
+            cls(max_iter=10, random_state=np.random.RandomState(0), **params).fit(X, y)
+            for cls in (accel.MLPClassifier, sknn.MLPClassifier)
+        )
+        assert "fallback: fastnn raised" in _fits(log)[-1]
+        np.testing.assert_array_equal(ours.coefs_[0], theirs.coefs_[0])
+        np.testing.assert_array_equal(ours.predict_proba(X), theirs.predict_proba(X))
+
+
+def test_predictions_follow_parameters_changed_after_the_fit(monkeypatch, digits) -> None:
+    monkeypatch.setenv("FASTNN_DTYPE", "sklearn")
+    X, y = digits
+    ours, theirs = (
+        cls(hidden_layer_sizes=(8,), max_iter=5, random_state=0, shuffle=False).fit(X, y)
+        for cls in (accel.MLPClassifier, sknn.MLPClassifier)
+    )
+    for model in (ours, theirs):
+        model.set_params(activation="tanh")
+    np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), rtol=1e-9)
+
+
 def test_bad_settings_fall_back_with_the_reason(monkeypatch, log, digits) -> None:
     monkeypatch.setenv("FASTNN_BACKEND", "gpu")
     accel.MLPClassifier(max_iter=2).fit(*digits)
@@ -261,9 +305,8 @@ def test_pickle_holds_scikit_learns_state_only(tmp_path, digits) -> None:
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
     loaded = joblib.load(joblib.dump(model, tmp_path / "m.joblib")[0])
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
-    # unfitted (a clone for a joblib worker): fastnn's class, so that the worker uses fastnn
-    clone_ = pickle.loads(pickle.dumps(accel.MLPClassifier(alpha=0.5)))
-    assert type(clone_) is accel.MLPClassifier and clone_.alpha == 0.5
+    unfitted = pickle.dumps(GridSearchCV(accel.MLPClassifier(), {"alpha": [0.1]}))
+    assert b"fastnn" not in unfitted
 
 
 def test_pipeline_and_grid_search_train_on_fastnn(log, digits) -> None:
@@ -287,6 +330,7 @@ def test_feature_names_follow_the_last_fit(digits) -> None:
 
 # ---- turning it on ----------------------------------------------------------------------
 def test_install_uninstall_and_the_ipython_extension(capsys) -> None:
+    before = sknn.MLPClassifier(max_iter=1).fit([[0.0], [1.0]], [0, 1])  # scikit-learn's own
     try:
         fastnn.accel.load_ipython_extension(None)
         assert "now run on fastnn" in capsys.readouterr().out
@@ -296,6 +340,7 @@ def test_install_uninstall_and_the_ipython_extension(capsys) -> None:
         assert fastnn.accel.is_installed()
         data = pickle.dumps(MLPClassifier(max_iter=1).fit([[0.0], [1.0]], [0, 1]))
         assert type(pickle.loads(data)) is accel.MLPClassifier  # installed: loads accelerated
+        assert type(pickle.loads(pickle.dumps(before))) is accel.SklearnMLPClassifier
     finally:
         fastnn.accel.unload_ipython_extension(None)
     assert sknn.MLPClassifier is accel.SklearnMLPClassifier and not fastnn.accel.is_installed()
@@ -327,7 +372,7 @@ def test_python_m_fastnn_accel_runs_a_script_and_a_module(tmp_path) -> None:
         assert result.returncode == 0, result.stderr
         out = json.loads(result.stdout)
         assert out["argv"] == ["a", "-v"] and out["is_sklearn"] and out["score"] > 0.9
-        assert out["type"] == "sklearn.neural_network._multilayer_perceptron.MLPClassifier"
+        assert out["type"] == "sklearn.neural_network.MLPClassifier"
         assert out["accelerated"] == "fastnn.accel.estimators"
         assert "MLPClassifier.fit: fastnn (" in result.stderr
         assert "fastnn.accel: MLPClassifier.fit fastnn: 1" in result.stderr  # the summary

@@ -132,7 +132,9 @@ CASES = {
         ["labels not in classes_", "[2]"],
     ),  # fmt: skip
     "early stopping tiny validation": (
-        fit(X=X[:12], y=Y[:12], early_stopping=True, validation_fraction=0.1),
+        fit(
+            X=X[:6], y=np.array([0, 0, 0, 0, 0, 1]), early_stopping=True, validation_fraction=0.1
+        ),  # two classes are stratified, as in scikit-learn
         ValueError,
         ["validation_fraction=0.1", "validation sample"],
     ),  # fmt: skip

@@ -245,7 +245,7 @@ def test_switching_early_stopping_between_warm_starts_restarts_its_bookkeeping(d
 def test_early_stopping_refuses_a_split_with_all_the_weight_on_one_side(diabetes):
     X, y = diabetes
     weights = np.zeros(len(y))
-    weights[:3] = 1
+    weights[0] = 1  # one row: on one side of any split
     model = MLPRegressor(early_stopping=True, validation_fraction=0.5, random_state=1)
     with pytest.raises(ValueError, match="all the sample weight on one side"):
         model.fit(X[:40], y[:40], sample_weight=weights[:40])

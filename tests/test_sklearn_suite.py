@@ -47,8 +47,6 @@ EXPECTED_FAILURES = {
     "test_nonfinite_params": "float32 default: X of up to 1.8e308 does not fit float32, "
     'so validate_data refuses it before training ("Input X contains infinity or a value too '
     "large for dtype('float32')\")",
-    "test_mlp_vs_poisson_glm_equivalent": "float32 default: L-BFGS stops within float32 "
-    "rounding of the optimum, 2e-4 relative from the GLM where the test asks 1e-4",
 }
 
 

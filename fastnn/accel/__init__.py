@@ -15,13 +15,13 @@ import os
 import sys
 from typing import Any
 
-from .log import LOG_ENV, configure, counts, summary
+from .log import LEVELS, LOG_ENV, configure, counts, summary
 
 __all__ = ["counts", "install", "is_installed", "summary", "uninstall"]
 
 NAMES = ("MLPClassifier", "MLPRegressor")
 
-if os.environ.get(LOG_ENV):  # a joblib worker of an accelerated process logs like it
+if os.environ.get(LOG_ENV, "").lower() in LEVELS:  # a joblib worker logs like its parent
     configure()
 
 
@@ -44,13 +44,21 @@ def uninstall() -> None:
 
 
 def _bind(estimators: Any, original: bool = False) -> None:
+    """sklearn.neural_network's names (its private module keeps scikit-learn's classes, so
+    that their instances still pickle); loky's pickler sends the accelerated classes to
+    joblib's worker processes by fastnn's name."""
     import sklearn.neural_network
-    from sklearn.neural_network import _multilayer_perceptron
+    from joblib.externals.loky.backend import reduction
 
-    for module in (sklearn.neural_network, _multilayer_perceptron):
-        for name in NAMES:
-            accelerated = getattr(estimators, name)
-            setattr(module, name, accelerated._sklearn_class if original else accelerated)
+    for name in NAMES:
+        accelerated = getattr(estimators, name)
+        setattr(
+            sklearn.neural_network, name, accelerated._sklearn_class if original else accelerated
+        )
+        if original:
+            reduction._dispatch_table.pop(accelerated, None)
+        else:
+            reduction.register(accelerated, estimators.reduce_for_worker)
 
 
 def is_installed() -> bool:

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             sys.argv = list(args.target)
             sys.path.insert(0, os.path.dirname(os.path.abspath(args.target[0])))
-            runpy.run_path(args.target[0], run_name="__main__")
+            runpy.run_path(os.path.abspath(args.target[0]), run_name="__main__")  # as python
     finally:
         if level is not None:
             print(f"fastnn.accel: {summary()}", file=sys.stderr)

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import sklearn.neural_network
+from numpy.random import RandomState
 from sklearn.base import _fit_context
-from sklearn.neural_network import _multilayer_perceptron as sklearn_mlp
 from sklearn.utils.metaestimators import available_if
 
 from fastnn.backends import backend_names, get_backend
@@ -38,10 +39,10 @@ from .log import record
 BACKEND_ENV, DTYPE_ENV, THREADS_ENV = "FASTNN_BACKEND", "FASTNN_DTYPE", "FASTNN_THREADS"
 SKLEARN_DTYPE = "sklearn"  # scikit-learn's rule: float32 data in float32, any other in float64
 # scikit-learn's classes, as imported before the accelerator replaces them
-SklearnMLPClassifier = sklearn_mlp.MLPClassifier
-SklearnMLPRegressor = sklearn_mlp.MLPRegressor
+SklearnMLPClassifier = sklearn.neural_network._multilayer_perceptron.MLPClassifier
+SklearnMLPRegressor = sklearn.neural_network._multilayer_perceptron.MLPRegressor
 # fastnn's own state kept beside scikit-learn's; never pickled
-PRIVATE = ("_fastnn_model", "_fastnn_weights")
+PRIVATE = ("_fastnn_model", "_fastnn_weights", "_fastnn_layout")
 
 
 def fastnn_settings(solver: str = "adam") -> dict[str, Any]:
@@ -98,17 +99,25 @@ class _Accelerated:
         t0 = time.perf_counter()
         continuing = hasattr(self, "coefs_") and (method == "partial_fit" or self.warm_start)
         reason = self._unservable(continuing)
+        random_state = self.random_state  # a RandomState: as it was, for a fallback's draws
+        drawn = random_state.get_state() if isinstance(random_state, RandomState) else None
         if reason is None:
             model = self._fastnn_model if continuing else None
             try:
-                model = self._fastnn_estimator(model)
-                getattr(model, method)(X, y, **kwargs)
+                # numpy's overflow warnings on the way to a refusal would not be scikit-learn's
+                with np.errstate(over="ignore", invalid="ignore"):
+                    model = self._fastnn_estimator(model)
+                    getattr(model, method)(X, y, **kwargs)
+                dtype = self.coefs_[0].dtype if continuing else _sklearn_dtype(X)
+                attrs = sklearn_attributes(model, dtype)  # raises where it has no counterpart
             except Exception as exc:  # noqa: BLE001 - scikit-learn's own method decides
                 reason = f"fastnn raised {type(exc).__name__}: {exc}"
             else:
-                self._adopt(model, self.coefs_[0].dtype if continuing else _sklearn_dtype(X))
+                self._adopt(model, attrs)
                 record(call, "fastnn", _where(model), time.perf_counter() - t0)
                 return self
+        if drawn is not None:
+            random_state.set_state(drawn)
         self._forget_fastnn()
         try:
             getattr(self._sklearn_class, method)(self, X, y, **kwargs)
@@ -137,10 +146,9 @@ class _Accelerated:
             return self._fastnn_class(**params)
         return model.set_params(**params)
 
-    def _adopt(self, model: BaseMLP, dtype: Any) -> None:
-        """Take ``model``'s fitted state as this estimator's (scikit-learn's attributes, in
-        the dtype scikit-learn would have trained in)."""
-        attrs = sklearn_attributes(model, dtype)
+    def _adopt(self, model: BaseMLP, attrs: dict[str, Any]) -> None:
+        """Take ``model``'s fitted state as this estimator's: ``attrs``, scikit-learn's
+        attributes for it (fastnn.interop)."""
         for name in ("feature_names_in_", "loss_curve_", "validation_scores_"):
             if name not in attrs and hasattr(self, name):
                 delattr(self, name)  # as a fit that reset them in scikit-learn
@@ -148,6 +156,13 @@ class _Accelerated:
             setattr(self, name, value)
         self._fastnn_model = model
         self._fastnn_weights = [a.copy() for a in self.coefs_ + self.intercepts_]
+        self._fastnn_layout = self._layout()
+
+    def _layout(self) -> tuple[Any, ...]:
+        """What predictions depend on besides the weights (set_params can change it)."""
+        classes = getattr(self, "classes_", None)
+        return (self.activation, getattr(self, "out_activation_", None),
+                None if classes is None else list(classes))  # fmt: skip
 
     def _forget_fastnn(self) -> None:
         for name in PRIVATE:
@@ -156,7 +171,7 @@ class _Accelerated:
     def _fastnn_in_sync(self) -> bool:
         """Whether the fastnn estimator still holds this estimator's weights."""
         kept = self.__dict__.get("_fastnn_weights")
-        if kept is None:
+        if kept is None or self.__dict__.get("_fastnn_layout") != self._layout():
             return False
         current = list(getattr(self, "coefs_", [])) + list(getattr(self, "intercepts_", []))
         return len(current) == len(kept) and all(
@@ -168,23 +183,31 @@ class _Accelerated:
     def _infer(self, method: str, X: Any) -> Any:
         call = f"{type(self).__name__}.{method}"
         t0 = time.perf_counter()
-        if self._fastnn_in_sync():
-            model = self._fastnn_model
+        model = self.__dict__.get("_fastnn_model")
+        if not self._fastnn_in_sync():
+            reason = "fallback: the weights are not from a fastnn fit in this process"
+        elif model.coefs_[0].dtype != self.coefs_[0].dtype:
+            # fastnn's float32 would differ in the last digits from the weights kept here (and
+            # from the same model once pickled): scikit-learn's code on them, in their dtype
+            reason = (
+                f"fastnn trained in {model.coefs_[0].dtype}, the weights are {self.coefs_[0].dtype}"
+            )
+        else:
             try:
-                result = getattr(model, method)(X)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    result = getattr(model, method)(X)
             except Exception as exc:  # noqa: BLE001 - scikit-learn's own method decides
-                reason = f"fastnn raised {type(exc).__name__}: {exc}"
+                reason = f"fallback: fastnn raised {type(exc).__name__}: {exc}"
             else:
                 record(call, "fastnn", _where(model), time.perf_counter() - t0)
-                if method in self._float_outputs:  # in scikit-learn's dtype, as its weights
-                    result = result.astype(self.coefs_[0].dtype, copy=False)
+                if method in self._float_outputs:  # scikit-learn's: X's and the weights' type
+                    dtype = np.result_type(_sklearn_dtype(X), self.coefs_[0].dtype)
+                    result = result.astype(dtype, copy=False)
                 return result
-        else:
-            reason = "the weights are not from a fastnn fit in this process"
         try:
             return getattr(self._sklearn_class, method)(self, X)
         finally:
-            record(call, "scikit-learn", f"fallback: {reason}", time.perf_counter() - t0)
+            record(call, "scikit-learn", reason, time.perf_counter() - t0)
 
     # ---- pickling ---------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -192,20 +215,22 @@ class _Accelerated:
         return {k: v for k, v in state.items() if k not in PRIVATE}
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
-        """A model: scikit-learn's state under scikit-learn's class name, which is this class
-        where the accelerator is installed and scikit-learn's where it is not. An unfitted
-        estimator (a clone on its way to a joblib worker process): this class by fastnn's
-        name, so that the worker trains on fastnn too."""
-        if not hasattr(self, "coefs_"):
-            return _unfitted, (type(self).__name__,), self.__getstate__()
-        installed = getattr(sklearn_mlp, type(self).__name__, None) is type(self)
+        """scikit-learn's state under scikit-learn's public name (sklearn.neural_network.X):
+        this class where the accelerator is installed, scikit-learn's where it is not."""
+        installed = getattr(sklearn.neural_network, type(self).__name__, None) is type(self)
         cls = type(self) if installed else self._sklearn_class
         # _reconstructor, not __newobj__: pickle checks that __newobj__'s class is the object's
         return copyreg._reconstructor, (cls, object, None), self.__getstate__()
 
 
-def _unfitted(name: str) -> _Accelerated:
-    """An accelerated estimator to unpickle an unfitted one into (its state follows)."""
+def reduce_for_worker(estimator: _Accelerated) -> tuple[Any, ...]:
+    """joblib's process workers (loky's pickler, fastnn.accel.install registers this): the
+    accelerated class by fastnn's name, so that a worker trains on fastnn too."""
+    return _rebuild, (type(estimator).__name__,), estimator.__getstate__()
+
+
+def _rebuild(name: str) -> _Accelerated:
+    """An accelerated estimator for reduce_for_worker's state."""
     return object.__new__(globals()[name])
 
 
@@ -269,6 +294,6 @@ class MLPRegressor(_Accelerated, SklearnMLPRegressor):
         return self._infer("predict", X)
 
 
-for _cls in (MLPClassifier, MLPRegressor):  # scikit-learn's name, for pickles and reprs
-    _cls.__module__ = SklearnMLPClassifier.__module__
+for _cls in (MLPClassifier, MLPRegressor):  # the name they take in scikit-learn, for pickles
+    _cls.__module__ = sklearn.neural_network.__name__
 del _cls
