@@ -25,6 +25,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import check_estimator
 
 import fastnn.accel
 from fastnn.accel import estimators as accel
@@ -83,6 +84,15 @@ def test_they_are_scikit_learns_classes(cls: type) -> None:
     assert type(clone(model)) is cls and repr(model) == repr(sk(hidden_layer_sizes=(7,), alpha=0.1))
     assert hasattr(cls(solver="lbfgs"), "partial_fit") == hasattr(sk(solver="lbfgs"), "partial_fit")
     assert hasattr(cls(solver="adam"), "partial_fit")
+
+
+@pytest.mark.parametrize("dtype", ["", "sklearn"], ids=["float32_default", "sklearn_dtype"])
+@pytest.mark.parametrize("cls", [accel.MLPClassifier, accel.MLPRegressor])
+def test_scikit_learns_estimator_checks_pass(monkeypatch, cls, dtype) -> None:
+    monkeypatch.setenv("FASTNN_DTYPE", dtype)
+    results = check_estimator(cls(max_iter=50, random_state=0), on_fail=None)
+    failed = [(r["check_name"], str(r["exception"])) for r in results if r["status"] == "failed"]
+    assert len(results) > 50 and not failed
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
