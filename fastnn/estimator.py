@@ -458,17 +458,21 @@ class BaseMLP(BaseEstimator):
         state_meta = None
         if training_state:
             state_meta, extra = self._training_state()
+        # the architecture the weights have, whatever set_params changed since the fit
+        sizes = [int(self.coefs_[0].shape[0]), *(int(c.shape[1]) for c in self.coefs_)]
         params = {
             k: v
             for k, v in self.get_params().items()
             if k != "random_state" or v is None or isinstance(v, numbers.Integral)
         }
+        params["hidden_layer_sizes"] = sizes[1:-1]
+        _checked_params(type(self), params, f"cannot save to {path}")
         save_model_file(
             path,
             self._params_arrays(),
             {
                 "fastnn_version": __version__,
-                "layer_sizes": [self.n_features_in_, *self._hidden(), self.n_outputs_],
+                "layer_sizes": sizes,
                 "activation": self._activation(),
                 "dtype": str(self.coefs_[0].dtype),
                 "estimator": type(self).__name__,
@@ -537,7 +541,7 @@ class BaseMLP(BaseEstimator):
             self.validation_scores_ = meta["validation_scores"]
             self.best_validation_score_ = meta["best_validation_score"]
             self._best_params = best or None
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             raise ModelFileError(f"{path}: corrupt training state ({exc})") from exc
 
     # ---- internals ----------------------------------------------------------------------
@@ -794,11 +798,11 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> BaseMLP:
     estimator = kinds[kind]
     known = estimator().get_params()
     kwargs = {k: v for k, v in meta.get("estimator_params", {}).items() if k in known}
-    if "hidden_layer_sizes" in kwargs:
-        kwargs["hidden_layer_sizes"] = tuple(kwargs["hidden_layer_sizes"])
-    model = estimator(**{**kwargs, "backend": backend})
-    model.activation = meta.get("activation", model.activation)
-    model.hidden_layer_sizes = tuple(meta["layer_sizes"][1:-1])
+    kwargs["hidden_layer_sizes"] = tuple(meta["layer_sizes"][1:-1])  # what the weights have
+    kwargs["activation"] = meta.get("activation", kwargs.get("activation", "relu"))
+    kwargs.pop("backend", None)  # the caller's, checked when it is used
+    model = _checked_params(estimator, kwargs, f"{path}: metadata")
+    model.backend = backend
     model._reset_progress()
     model._set_params_arrays(params)
     if "classes" in meta:
@@ -818,6 +822,18 @@ def load_model(path: str | os.PathLike, *, backend: str = "auto") -> BaseMLP:
     model.metadata_ = meta.get("user", {})
     if "training_state" in meta:
         model._restore_training_state(meta["training_state"], extra, path)
+    return model
+
+
+def _checked_params(cls: type[BaseMLP], params: dict[str, Any], where: str) -> BaseMLP:
+    """An unfitted ``cls(**params)`` whose parameters pass ``_check_params``; otherwise a
+    one-line ModelFileError that starts with ``where``."""
+    try:
+        model = cls(**params)
+        model._check_params()
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{where}: estimator parameter {reason}") from exc
     return model
 
 
