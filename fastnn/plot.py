@@ -20,6 +20,8 @@ from fastnn.errors import FastnnError
 DPI = 100
 MAX_MISTAKES = 24
 MAX_UNITS = 64
+MAX_LABELLED_CLASSES = 40  # above: no counts in cells, no tick labels
+MAX_CONFUSION_INCHES = 16.0  # a bounded figure, whatever the class count
 FIGURES = ("curves", "confusion", "mistakes", "weights", "activations")
 
 
@@ -72,33 +74,48 @@ def curves(model: Any) -> Any:
     return fig
 
 
+def confusion_labels(model: Any, y: Any) -> np.ndarray:
+    """The model's classes and any label of ``y`` outside them, sorted."""
+    return np.union1d(model.classes_, np.asarray(y))
+
+
 def confusion_counts(model: Any, X: Any, y: Any) -> np.ndarray:
-    """counts[i, j]: samples of class ``classes_[i]`` predicted as ``classes_[j]``."""
+    """counts[i, j]: samples of class ``labels[i]`` predicted as ``labels[j]``, where labels are
+    ``confusion_labels(model, y)`` (the model's classes, and labels of y it never saw)."""
+    import warnings
+
     from sklearn.metrics import confusion_matrix
 
-    return confusion_matrix(y, model.predict(X), labels=model.classes_)
+    with warnings.catch_warnings():  # "a single label was found": labels= is given, so noise
+        warnings.simplefilter("ignore", UserWarning)
+        return confusion_matrix(y, model.predict(X), labels=confusion_labels(model, y))
 
 
 def confusion(model: Any, X: Any, y: Any) -> Any:
-    """The confusion matrix on (X, y): counts written in the cells, colour by row share."""
+    """The confusion matrix on (X, y): counts written in the cells, colour by row share. Above
+    ``MAX_LABELLED_CLASSES`` classes the cells and ticks are left unwritten and the figure's
+    size stays bounded."""
     counts = confusion_counts(model, X, y)
     share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    names = [str(c) for c in model.classes_]
-    size = max(4.0, 0.5 * len(names) + 2)
+    names = [str(c) for c in confusion_labels(model, y)]
+    labelled = len(names) <= MAX_LABELLED_CLASSES
+    size = min(max(4.0, 0.5 * len(names) + 2), MAX_CONFUSION_INCHES)
     fig = _figure(size + 1, size)
     ax = fig.subplots()
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(image, ax=ax, label="share of the true class")
-    ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 12 else 0)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("predicted")
+    if labelled:
+        ax.set_xticks(range(len(names)), names, rotation=90 if len(names) > 12 else 0)
+        ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted" if labelled else f"predicted (of {len(names)} classes)")
     ax.set_ylabel("true")
     accuracy = np.trace(counts) / max(counts.sum(), 1)
     ax.set_title(f"{counts.sum()} samples, accuracy {accuracy:.4f}")
-    for i, j in np.ndindex(counts.shape):
-        if counts[i, j]:
-            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
-                    color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
+    if labelled:
+        for i, j in np.ndindex(counts.shape):
+            if counts[i, j]:
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if share[i, j] > 0.5 else "black")  # fmt: skip
     return fig
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures. Tests never touch the network: connections to anything but this machine's
 loopback (a local Dask cluster) fail here."""
 
+import os
 import socket
 
 import numpy as np
@@ -37,6 +38,24 @@ def digits():
     from fastnn.data import load
 
     return load("digits", seed=0)
+
+
+@pytest.fixture
+def special_file(tmp_path):
+    """``make(name, kind)``: a path in tmp_path that is not a regular file: a "directory", a
+    "fifo", or a "dev-zero" link (endless zeros), for readers that must refuse it unread."""
+
+    def make(name: str, kind: str):
+        target = tmp_path / name
+        if kind == "directory":
+            target.mkdir()
+        elif kind == "fifo":
+            os.mkfifo(target)
+        else:
+            target.symlink_to("/dev/zero")
+        return target
+
+    return make
 
 
 @pytest.fixture
