@@ -10,29 +10,27 @@ import argparse
 import json
 import os
 import platform
-import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 
-from fastnn import __version__
+from fastnn import __version__, checkpoint
 from fastnn.backends import backend_names, get_backend, unavailable_reason
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
+from fastnn.checkpoint import CHECKPOINT_FILE, RUN_SETTINGS, Interrupted
+from fastnn.checkpoint import InterruptFlag as _InterruptFlag
 from fastnn.errors import FastnnError, TrainingDiverged
-from fastnn.io import DTYPES, json_default
+from fastnn.io import DTYPES, available_memory, json_default
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
 DEFAULT_EPOCHS = 10
-# what defines a training run: saved in checkpoints, fixed when resuming
-RUN_SETTINGS = ("dataset", "hidden", "activation", "optimizer", "lr", "momentum", "nesterov",
-                "batch_size", "weight_decay", "seed", "dtype", "validation_fraction")  # fmt: skip
-CHECKPOINT_FILE = "checkpoint.npz"
+T = TypeVar("T")
 
 
 class UsageError(FastnnError):
@@ -42,6 +40,22 @@ class UsageError(FastnnError):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: error: {message}")
+
+
+class _Typed(argparse.Action):
+    """argparse's "store" that also adds its dest to ``namespace.typed``: what the user typed,
+    whatever the value (a typed default counts), for --resume to compare."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+        namespace.typed = frozenset({*getattr(namespace, "typed", ()), self.dest})
+
+
+class _TypedFlag(_Typed):
+    """argparse's "store_true", recording that it was typed."""
+
+    def __init__(self, option_strings: Any, dest: str, default: Any = False, **kwargs: Any):
+        super().__init__(option_strings, dest, nargs=0, const=True, default=default, **kwargs)
 
 
 def _positive_int(text: str) -> int:
@@ -84,8 +98,55 @@ def _fraction(text: str) -> float:
     return value
 
 
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds are 32-bit
+MAX_WEIGHT_DECAY = 10.0  # beyond it weight decay only zeroes or explodes the weights
+MAX_HIDDEN_LAYERS = 64
+MAX_HIDDEN_UNITS = 65536  # per hidden layer
+MAX_HIDDEN_WEIGHTS = 2**26  # between hidden layers, in all: refused before any allocation
+
+
 def _hidden_sizes(text: str) -> tuple[int, ...]:
-    return tuple(_positive_int(part) for part in text.split(","))
+    sizes = tuple(_positive_int(part) for part in text.split(","))
+    between = sum(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+    if len(sizes) > MAX_HIDDEN_LAYERS:
+        problem = f"{len(sizes)} hidden layers exceed fastnn's limit of {MAX_HIDDEN_LAYERS}"
+    elif max(sizes) > MAX_HIDDEN_UNITS:
+        problem = f"{max(sizes)} units in a layer exceed fastnn's limit of {MAX_HIDDEN_UNITS}"
+    elif between > MAX_HIDDEN_WEIGHTS:
+        problem = (
+            f"{between} weights between hidden layers exceed fastnn's limit of "
+            f"{MAX_HIDDEN_WEIGHTS} (2**26)"
+        )
+    else:
+        return sizes
+    raise argparse.ArgumentTypeError(f"{problem}; got {text!r}")
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {MAX_SEED}], got {text!r}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
+def _weight_decay(text: str) -> float:
+    value = _non_negative_float(text)
+    if value > MAX_WEIGHT_DECAY:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in [0, {MAX_WEIGHT_DECAY:g}] (a larger decay only zeroes or "
+            f"explodes the weights), got {text!r}"
+        )
+    return value
 
 
 def _batch_size(text: str) -> int | str:
@@ -98,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="train a network, report test accuracy, save the model")
+    # every option of train records that it was typed: --resume compares the typed settings
+    p.register("action", None, _Typed)
+    p.register("action", "store", _Typed)
+    p.register("action", "store_true", _TypedFlag)
+    p.set_defaults(typed=frozenset())
     _add_backend(p, default=None)  # None: auto, or a resumed run's own backend
     _add_dataset(p, default="mnist")
     p.add_argument(
@@ -117,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--momentum",
-        type=_non_negative_float,
+        type=_momentum,
         default=0.9,
         help="momentum coefficient for --optimizer momentum (default: 0.9)",
     )
@@ -134,11 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--weight-decay",
-        type=_non_negative_float,
+        type=_weight_decay,
         default=0.0,
         help="L2 weight decay added to weight gradients (default: 0)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED} (default: 0)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads to use")
     p.add_argument(
@@ -169,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the run checkpointed in DIR exactly where it stopped, with its own "
         "settings (--epochs sets a new total)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out file (without it, train refuses before training)",
     )
     p.add_argument("--json", action="store_true", help="print one JSON object with the results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -229,16 +300,15 @@ def _add_dataset(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--data-home", default=None, help="scikit-learn download cache directory")
 
 
-class Interrupted(FastnnError):
-    """Ctrl-C during training; the message says where the checkpoint is."""
-
-
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.exceptions import ConvergenceWarning
 
     from fastnn.data import load
+    from fastnn.train import check_exploding
     from fastnn.warmup import announce_compiles
 
+    # everything that can be refused is refused here, before any long work
+    _check_out(args.out, args.overwrite)
     if args.resume:
         model, run = _resumed_model(args)
     else:
@@ -247,11 +317,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         run["backend"] = get_backend(args.backend or "auto").name
         run["epochs"] = args.epochs or DEFAULT_EPOCHS
         model = None
+    checkpoint_dir = _checkpoint_dir(args)
     if args.plot:
         from fastnn.plot import require_matplotlib
 
         require_matplotlib()  # before training, not after
+        _as_usage(checkpoint.check_directory, args.plot, "--plot")
     data = load(run["dataset"], seed=run["seed"], data_home=args.data_home)
+    _check_data(data, run, model)
     X_train, y_train, validation = data.X_train, data.y_train, None
     if run["validation_fraction"]:
         X_train, X_val, y_train, y_val = _split_validation(data, run)
@@ -259,11 +332,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if model is None:
         model = _new_model(run, len(X_train))
     model.set_params(n_threads=args.threads, verbose=0, progress=_show_progress(args))
-    checkpoint_dir = Path(args.checkpoint_dir or args.resume or Path(args.out).with_suffix(".ckpt"))
     done = len(model.loss_curve_) if args.resume else 0
     interrupted = _InterruptFlag()
 
     def on_epoch_end(model: Any, stats: Any) -> bool:
+        # an exploded loss stops the run before its checkpoint: the last good one stays
+        check_exploding(model.loss_curve_, len(model.classes_), run["lr"])
         if args.checkpoint_dir or args.resume or interrupted.raised:
             _save_checkpoint(model, checkpoint_dir, run)
         return interrupted.raised
@@ -281,11 +355,14 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     epochs = len(model.loss_curve_)
     if interrupted.raised:
         raise Interrupted(
-            f"fastnn: interrupted after epoch {epochs} of {run['epochs']}; checkpoint saved in "
-            f"{checkpoint_dir}; continue with: fastnn train --resume {checkpoint_dir}"
+            checkpoint.interrupted_message(epochs, run["epochs"], checkpoint_dir),
+            exit_code=interrupted.exit_code,
         )
+    model.set_params(max_iter=run["epochs"])  # the file describes the whole run, not a segment
     accuracy = float(model.score(data.X_test, data.y_test))
-    model.save(args.out, metadata={"dataset": run["dataset"], "test_accuracy": accuracy})
+    pixel_max = float(data.X_train.max())  # predict's check of its input's scale
+    meta = {"dataset": run["dataset"], "test_accuracy": accuracy, "pixel_max": pixel_max}
+    model.save(args.out, metadata=meta)
     if args.plot:
         from fastnn.plot import save_all
 
@@ -363,25 +440,12 @@ def _new_model(run: dict[str, Any], n_train: int) -> Any:
 
 
 def _resumed_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The model and run settings of the checkpoint in ``--resume DIR``."""
-    from fastnn.estimator import load_model
-
-    path = Path(args.resume) / CHECKPOINT_FILE
-    if not path.is_file():
-        raise UsageError(f"fastnn train: error: --resume {args.resume}: no {CHECKPOINT_FILE} there")
-    model = load_model(path, backend=args.backend or "auto")
-    run = model.metadata_.get("run")
-    if not isinstance(run, dict) or not all(k in run for k in (*RUN_SETTINGS, "backend")):
-        raise UsageError(f"fastnn train: error: {path} is a model file, not a training checkpoint")
-    defaults = build_parser().parse_args(["train"])
-    for key in RUN_SETTINGS:
-        given = getattr(args, key)
-        if given != getattr(defaults, key) and json.loads(json.dumps(given)) != run[key]:
-            raise UsageError(
-                f"fastnn train: error: --{key.replace('_', '-')} {given} differs from the "
-                f"resumed run's {run[key]}: a resumed run keeps its settings (only --epochs, "
-                "--backend, --threads, --out, --checkpoint-dir, --quiet and --json may change)"
-            )
+    """The model and run settings of the checkpoint in ``--resume DIR``; refuses a typed run
+    setting that differs from the run's, and an --epochs below the epochs already done."""
+    model, run = _as_usage(checkpoint.load_checkpoint, args.resume, args.backend or "auto")
+    typed = {key: getattr(args, key) for key in RUN_SETTINGS if key in args.typed}
+    _as_usage(checkpoint.check_resume_settings, run, typed)
+    _as_usage(checkpoint.check_resume_epochs, args.epochs, len(model.loss_curve_), args.resume)
     run["backend"] = get_backend(args.backend or run["backend"]).name  # usable here, and loaded
     model.set_params(backend=run["backend"])
     if args.epochs:
@@ -391,34 +455,94 @@ def _resumed_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 
 def _save_checkpoint(model: Any, directory: Path, run: dict[str, Any]) -> None:
-    """Everything to continue exactly, atomically: the previous checkpoint stays whole until
-    the new one is complete."""
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save(directory / CHECKPOINT_FILE, metadata={"run": run}, training_state=True)
+    """Everything to continue exactly, atomically (fastnn.checkpoint.save_checkpoint)."""
+    checkpoint.save_checkpoint(model, directory, run)
 
 
-class _InterruptFlag:
-    """While active, the first Ctrl-C asks training to stop after the current epoch (and save
-    a checkpoint); a second one interrupts at once."""
+def _as_usage(check: Callable[..., T], *args: Any) -> T:
+    """``check(*args)``, its CheckpointError as the train command's one-line usage error."""
+    try:
+        return check(*args)
+    except checkpoint.CheckpointError as exc:
+        raise UsageError(f"fastnn train: error: {exc}") from exc
 
-    def __init__(self) -> None:
-        self.raised = False
-        self._previous: Any = None
 
-    def __enter__(self) -> _InterruptFlag:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
+def _check_out(out: str, overwrite: bool) -> None:
+    """Refuse, before training, an --out that could not be written or would replace a file
+    silently: a directory, a missing or unwritable directory, a special file, an existing
+    file without --overwrite."""
+    path = Path(out)
+    where = f"fastnn train: error: --out {out if out.strip() else repr(out)}"
+    if not path.name or path.name == ".." or out.endswith(os.sep) or path.is_dir():
+        raise UsageError(f"{where} is a directory; give a file path such as {path / 'model.npz'}")
+    parent = path.parent
+    if not parent.exists():
+        raise UsageError(f"{where}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"{where}: {parent} is not a directory")
+    if path.exists() or path.is_symlink():
+        if not path.is_file():
+            raise UsageError(f"{where} exists and is not a regular file; choose another path")
+        if not overwrite:
+            raise UsageError(
+                f"{where} already exists; pass --overwrite to replace it, or choose another path"
+            )
+    if not checkpoint.can_write_in(parent):
+        raise UsageError(f"{where}: cannot write in {parent} (permission denied or read-only)")
 
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.raised:
-            raise KeyboardInterrupt
-        self.raised = True
-        print(
-            "\nfastnn: stopping after this epoch to save a checkpoint (Ctrl-C again to quit now)",
-            file=sys.stderr,
+def _checkpoint_dir(args: argparse.Namespace) -> Path:
+    """Where this run checkpoints, checked before training: a new run never overwrites
+    another run's checkpoint; stale temporaries of a killed save are removed."""
+    resumed = Path(args.resume) if args.resume else None
+    if args.checkpoint_dir:
+        directory = Path(args.checkpoint_dir)
+        _as_usage(checkpoint.check_directory, directory, "--checkpoint-dir")
+        same = resumed is not None and directory.resolve() == resumed.resolve()
+        if checkpoint.holds_checkpoint(directory) and not same:
+            raise UsageError(
+                f"fastnn train: error: --checkpoint-dir {directory} already holds another run's "
+                f"{CHECKPOINT_FILE}: continue that run with --resume {directory}, or give "
+                "another directory"
+            )
+    elif resumed is not None:
+        directory = resumed
+    else:  # Ctrl-C's checkpoint, next to --out: it belongs to --out, as --overwrite does
+        directory = Path(args.out).with_suffix(".ckpt")
+        if checkpoint.holds_checkpoint(directory) and not args.overwrite:
+            raise UsageError(
+                f"fastnn train: error: {directory} holds the checkpoint of an interrupted run "
+                f"(Ctrl-C saves there): continue it with --resume {directory}, pass --overwrite "
+                "to start over, or give --checkpoint-dir"
+            )
+    checkpoint.remove_stale_temps(directory)
+    return directory
+
+
+def _check_data(data: Any, run: dict[str, Any], model: Any) -> None:
+    """Refuse, before training, a dataset whose training and test sets (or a resumed model)
+    disagree on the number of features: scoring after the run would fail."""
+    n_train, n_test = data.X_train.shape[1], data.X_test.shape[1]
+    if n_train != n_test:
+        raise UsageError(
+            f"fastnn train: error: --dataset {run['dataset']}: the training set has {n_train} "
+            f"features per sample but the test set has {n_test}"
+        )
+    if model is not None and model.n_features_in_ != n_train:
+        raise UsageError(
+            f"fastnn train: error: --dataset {run['dataset']} has {n_train} features per sample "
+            f"but the resumed run's model expects {model.n_features_in_}"
+        )
+    sizes = [n_train, *run["hidden"], len(np.unique(data.y_train))]
+    weights = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+    # parameters, gradients and up to two optimizer slots (Adam's moments), at the least
+    needed, memory = 4 * weights * np.dtype(run["dtype"]).itemsize, available_memory()
+    if memory is not None and needed > memory:
+        raise UsageError(
+            f"fastnn train: error: --hidden {','.join(map(str, run['hidden']))}: a network of "
+            f"{weights:,} parameters needs {needed / 2**30:.1f} GiB to train (parameters, "
+            f"gradients, optimizer state) but {memory / 2**30:.1f} GiB is available; use "
+            "smaller hidden layers"
         )
 
 
@@ -436,7 +560,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
     predicted = model.predict(data.X_test)
     accuracy = float(np.mean(predicted == data.y_test))
     labels = np.union1d(model.classes_, data.y_test)
-    matrix = confusion_matrix(data.y_test, predicted, labels=labels)
+    with warnings.catch_warnings():  # "a single label was found": labels= is given, so noise
+        warnings.simplefilter("ignore", UserWarning)
+        matrix = confusion_matrix(data.y_test, predicted, labels=labels)
     if not args.json:
         print(f"accuracy {accuracy:.4f} on {len(data.y_test)} test samples of {dataset}")
         print(
@@ -457,14 +583,18 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 def _model_dataset(model: Any, args: argparse.Namespace) -> tuple[str, Any]:
     """(name, data) of ``--dataset``, else of the data the model was trained on, split with
     the model's seed so that its test rows are the ones it never saw."""
-    from fastnn.data import load
+    from fastnn.data import DataWarning, load, warn_unseen_labels
 
     meta = model.metadata_
-    run = meta.get("run") or {}
-    dataset = args.dataset or meta.get("dataset") or run.get("dataset") or "mnist"
+    run = meta.get("run") if isinstance(meta.get("run"), dict) else {}
+    named = [d for d in (meta.get("dataset"), run.get("dataset")) if isinstance(d, str) and d]
+    dataset = args.dataset or (named or ["mnist"])[0]
     seed = model.random_state if isinstance(model.random_state, int) else 0
-    data = load(dataset, seed=seed, data_home=args.data_home)
+    with warnings.catch_warnings():  # unseen test labels: checked against the model's classes
+        warnings.simplefilter("ignore", DataWarning)
+        data = load(dataset, seed=seed, data_home=args.data_home)
     _check_features(model, data.X_test.shape[1], dataset)
+    warn_unseen_labels(dataset, data.y_test, model.classes_, "are not among the model's classes")
     return dataset, data
 
 
@@ -490,12 +620,33 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     model = load_model(args.model, backend=args.backend)
     X = load_inputs(args.input)
     _check_features(model, X.shape[1], args.input)
+    _check_input_scale(model, X, args.input)
     proba = model.predict_proba(X)
     predictions = model.classes_[proba.argmax(axis=1)]
     if not args.json:
         for label in predictions.tolist():
             print(label)
     return {"predictions": predictions.tolist(), "confidence": proba.max(axis=1).tolist()}
+
+
+def _check_input_scale(model: Any, X: np.ndarray, source: str) -> None:
+    """Warn when the inputs, once scaled, use far less of the pixel range than the model's
+    training data did (e.g. digits' native 0..16 integers read as 0..255)."""
+    from fastnn.data import DataWarning, training_pixel_max
+
+    expected = training_pixel_max(model.metadata_)
+    top = float(X.max()) if X.size else 0.0
+    if expected is None or top == 0 or top >= expected / 4:  # blank images say nothing
+        return
+    trained_on = model.metadata_.get("dataset") or "its training data"
+    hint = "; digits' native 0..16 values: divide by 16" if trained_on == "digits" else ""
+    warnings.warn(
+        f"{source}: pixels reach at most {top:.3g} once scaled, but the model's training data "
+        f"({trained_on}) reach {expected:g}; scale inputs as in training (integers are read as "
+        f"0..255, floats must lie in [0, 1]){hint}",
+        DataWarning,
+        stacklevel=2,
+    )
 
 
 def cmd_compile(args: argparse.Namespace) -> dict[str, Any]:
@@ -617,11 +768,26 @@ COMMANDS = {
 }
 
 
+def _run_command(args: argparse.Namespace) -> dict[str, Any]:
+    """Run one command with each warning shown as one line, ``fastnn: warning: ...``."""
+    from fastnn.data import DataWarning
+
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        warnings.simplefilter("default", DataWarning)  # shown once, even under -W error
+        return COMMANDS[args.command](args)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kw: Any) -> None:
+    text = str(message).strip() or category.__name__
+    print(f"fastnn: warning: {text.splitlines()[0]}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fastnn`` console script; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
-        result = COMMANDS[args.command](args)
+        result = _run_command(args)
         if getattr(args, "json", False):
             print(json.dumps(result, default=json_default))
         sys.stdout.flush()
@@ -630,7 +796,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except Interrupted as exc:
         print(exc, file=sys.stderr)
-        return 130
+        return exc.exit_code  # 130 for Ctrl-C, 143 for SIGTERM
     except TrainingDiverged as exc:
         print(f"fastnn: error: {exc}", file=sys.stderr)
         return 1
@@ -644,6 +810,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fastnn: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        print(
+            "fastnn: error: out of memory; use smaller hidden layers (--hidden), a smaller "
+            "--batch-size, or a smaller dataset",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -174,6 +174,41 @@ def train(
     return history
 
 
+EXPLODED_FACTOR = 10.0
+
+
+def check_exploding(losses: Sequence[float], n_classes: int, lr: float) -> None:
+    """Raise TrainingDiverged when the last epoch's finite cross-entropy loss has exploded, so
+    that a run whose loss blew up is not saved as a model.
+
+    Two bounds, both in units of ln(K), the loss of guessing all K classes uniformly (what a
+    fresh network scores, and the worst a network that learnt anything does):
+    - above EXPLODED_FACTOR * ln(K): on average the true class gets a probability under
+      K**-10 (e.g. 1e-10 for ten classes): no training run that learns is ever there, even in
+      its first epoch;
+    - above EXPLODED_FACTOR times the first epoch's loss *and* above ln(K): worse than
+      guessing and ten times worse than where it started. Being worse than guessing keeps a
+      run whose first loss was tiny (easy data) from being stopped by mere noise.
+    """
+    if not losses:
+        return
+    loss = losses[-1]
+    uniform = math.log(max(n_classes, 2))
+    first = losses[0]
+    epoch = len(losses)
+    if loss > EXPLODED_FACTOR * uniform:
+        bound = EXPLODED_FACTOR * uniform
+        why = f"{loss:.4g} is above {EXPLODED_FACTOR:g} x ln({n_classes}) = {bound:.3g}"
+    elif epoch > 1 and loss > EXPLODED_FACTOR * first and loss > uniform:
+        why = f"{loss:.4g} is more than {EXPLODED_FACTOR:g} times the first epoch's {first:.4g}"
+    else:
+        return
+    raise TrainingDiverged(
+        f"training diverged in epoch {epoch}: the loss exploded ({why}) though it stayed "
+        f"finite; lower the learning rate (it is {lr:g}) or scale the data"
+    )
+
+
 def all_finite(backend: Backend, arrays: Sequence[Any]) -> bool:
     """Whether every value of every array is finite (one reduction per array)."""
     return all(bool(backend.xp.isfinite(a).all()) for a in arrays)

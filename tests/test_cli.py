@@ -58,6 +58,7 @@ def test_train_reaches_95_percent_and_is_reproducible(trained, capsys):
         "--quiet",
         "--out",
         str(trained[0]),
+        "--overwrite",  # the same file again: a third identical run
     )
     result = json.loads(out)
     assert code == 0 and result["test_accuracy"] >= 0.95
@@ -188,6 +189,19 @@ def test_info_names_the_compile_target_and_kernel_paths(capsys):
         (["predict"], "the following arguments are required: model, input"),
         (["compile", "--dtype", "float16"], "--dtype: invalid choice: 'float16'"),
         ([], "the following arguments are required: command"),
+        # issue 16: flags whose bad values used to reach numpy or scikit-learn
+        (["train", "--seed", "-1"], "--seed: expected an integer in [0, 4294967295], got '-1'"),
+        (["train", "--seed", str(2**32)], "--seed: expected an integer in [0, 4294967295]"),
+        (["train", "--seed", "1.5"], "--seed: expected an integer in [0, 4294967295]"),
+        (["train", "--weight-decay", "1e307"], "--weight-decay: expected a number in [0, 10]"),
+        (["train", "--weight-decay", "11"], "--weight-decay: expected a number in [0, 10]"),
+        (["train", "--momentum", "5"], "--momentum: expected a number in [0, 1], got '5'"),
+        (["train", "--momentum", "1.01"], "--momentum: expected a number in [0, 1]"),
+        # issue 16: network sizes refused before anything is allocated
+        (["train", "--hidden", "1000000000"], "--hidden: 1000000000 units in a layer exceed"),
+        (["train", "--hidden", "64,65537"], "--hidden: 65537 units in a layer exceed"),
+        (["train", "--hidden", "10000,10000"], "--hidden: 100000000 weights between hidden"),
+        (["train", "--hidden", ",".join(["2"] * 65)], "--hidden: 65 hidden layers exceed"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(argv, message, capsys, tmp_path, monkeypatch):

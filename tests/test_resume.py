@@ -135,7 +135,8 @@ def test_checkpoint_every_epoch_and_a_failed_write_keeps_the_last_good_one(
         raise OSError("disk full")
 
     monkeypatch.setattr(np, "savez", crash)
-    assert main([*args, "--epochs", "4", "--resume", str(ckpt)]) == 2  # same settings: fine
+    # same settings: fine
+    assert main([*args, "--epochs", "4", "--resume", str(ckpt), "--overwrite"]) == 2
     assert "disk full" in capsys.readouterr().err
     assert (ckpt / CHECKPOINT_FILE).read_bytes() == good
     assert [p.name for p in ckpt.iterdir()] == [CHECKPOINT_FILE]  # no temporary left behind
