@@ -22,9 +22,12 @@ CHECKPOINT_FILE = "checkpoint.npz"
 # what defines a training run: saved in checkpoints, fixed when resuming
 RUN_SETTINGS = ("dataset", "hidden", "activation", "optimizer", "lr", "momentum", "nesterov",
                 "batch_size", "weight_decay", "seed", "dtype", "validation_fraction")  # fmt: skip
+
+
 # fastnn.io.atomic_write's temporary names for DIR/checkpoint.npz (tempfile.mkstemp's random
 # middle part): left behind only when the process is killed during a save
-_TEMP_NAME = re.compile(rf"^\.{re.escape(CHECKPOINT_FILE)}\.[A-Za-z0-9_]+\.tmp$")
+def _temp_name(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^\.{re.escape(name)}\.[A-Za-z0-9_]+\.tmp$")
 
 
 class CheckpointError(FastnnError, ValueError):
@@ -80,15 +83,17 @@ def can_write_in(directory: Path) -> bool:
         return False
 
 
-def remove_stale_temps(directory: str | Path) -> list[Path]:
-    """Delete the temporary files a save killed with SIGKILL left in a checkpoint directory
-    (only fastnn's own, by name), so that they never accumulate; returns what was removed."""
+def remove_stale_temps(directory: str | Path, name: str = CHECKPOINT_FILE) -> list[Path]:
+    """Delete the temporary files a save of ``directory/name`` killed with SIGKILL left
+    (fastnn.io.atomic_write's, by name only), so that they never accumulate; returns what
+    was removed."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
+    pattern = _temp_name(name)
     removed = []
     for path in directory.iterdir():
-        if _TEMP_NAME.match(path.name) and path.is_file():
+        if pattern.match(path.name) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
@@ -127,12 +132,21 @@ def check_resume_settings(run: Mapping[str, Any], typed: Mapping[str, Any]) -> N
         if key not in typed:
             continue
         given = typed[key]
+        if key == "dataset" and _same_file(given, run[key]):
+            continue  # the run's data file named another way (relative from elsewhere)
         if json.loads(json.dumps(given)) != run[key]:
             raise CheckpointError(
                 f"--{key.replace('_', '-')} {_show(given)} differs from the resumed run's "
                 f"{_show(run[key])}: a resumed run keeps its settings (only --epochs, --backend, "
                 "--threads, --out, --overwrite, --checkpoint-dir, --quiet and --json may change)"
             )
+
+
+def _same_file(a: Any, b: Any) -> bool:
+    try:
+        return Path(a).exists() and Path(b).exists() and Path(a).samefile(b)
+    except (OSError, TypeError):
+        return False
 
 
 def check_resume_epochs(epochs: int | None, done: int, directory: str | Path) -> None:
@@ -189,9 +203,10 @@ class InterruptFlag:
               file=sys.stderr)  # fmt: skip
 
 
-def interrupted_message(epochs: int, total: int, directory: str | Path) -> str:
-    """The one line that says where the checkpoint is and how to continue."""
+def interrupted_message(epochs: int, total: int, directory: str | Path, out: str) -> str:
+    """The one line that says where the checkpoint is and how to continue (to the same
+    ``--out``)."""
     return (
         f"fastnn: interrupted after epoch {epochs} of {total}; checkpoint saved in "
-        f"{directory}; continue with: fastnn train --resume {directory}"
+        f"{directory}; continue with: fastnn train --resume {directory} --out {out}"
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -24,6 +25,7 @@ from fastnn.backends import backend_names, get_backend, unavailable_reason
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
 from fastnn.checkpoint import CHECKPOINT_FILE, RUN_SETTINGS, Interrupted
 from fastnn.checkpoint import InterruptFlag as _InterruptFlag
+from fastnn.data import DATASET_NAMES
 from fastnn.errors import FastnnError, TrainingDiverged
 from fastnn.io import DTYPES, available_memory, json_default
 
@@ -316,6 +318,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         run["lr"] = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
         run["backend"] = get_backend(args.backend or "auto").name
         run["epochs"] = args.epochs or DEFAULT_EPOCHS
+        if run["dataset"] not in DATASET_NAMES and Path(run["dataset"]).exists():
+            run["dataset"] = str(Path(run["dataset"]).resolve())  # resumable from elsewhere
         model = None
     checkpoint_dir = _checkpoint_dir(args)
     if args.plot:
@@ -334,35 +338,55 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     model.set_params(n_threads=args.threads, verbose=0, progress=_show_progress(args))
     done = len(model.loss_curve_) if args.resume else 0
     interrupted = _InterruptFlag()
+    # the cross-entropy alone: --weight-decay's penalty, which the loss includes, can be large
+    # and is not divergence. The epoch's loss averaged the penalty of weights between the last
+    # epoch's and these, so the larger of the two is taken off (the first epoch, whose start
+    # is not known here, is not judged with weight decay)
+    data_losses: list[float] = []
+    penalties: list[float] = []
 
     def on_epoch_end(model: Any, stats: Any) -> bool:
         # an exploded loss stops the run before its checkpoint: the last good one stays
-        check_exploding(model.loss_curve_, len(model.classes_), run["lr"])
+        if run["weight_decay"]:  # in float64: weights that exploded overflow float32's sum
+            squares = sum(float(np.square(W, dtype=np.float64).sum()) for W in model.coefs_)
+            penalties.append(run["weight_decay"] / 2 * squares)
+            penalty = max(penalties[-2:])
+            data_losses.append(stats.loss - penalty if math.isfinite(penalty) else stats.loss)
+        else:
+            data_losses.append(stats.loss)
+        if len(data_losses) > 1 or not run["weight_decay"]:
+            check_exploding(data_losses, len(model.classes_), run["lr"])
         if args.checkpoint_dir or args.resume or interrupted.raised:
             _save_checkpoint(model, checkpoint_dir, run)
         return interrupted.raised
 
     t0 = time.perf_counter()
     warm_up_seconds = 0.0  # compiling kernels before the first epoch: not training time
-    if run["epochs"] > done:
-        model.set_params(warm_start=True, max_iter=run["epochs"] - done)
-        announce = not (args.quiet or args.json)  # a cold numba cache, once per process
-        with interrupted, warnings.catch_warnings(), announce_compiles(announce):
-            warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
-            model.fit(X_train, y_train, validation_data=validation, on_epoch_end=on_epoch_end)
-        warm_up_seconds = model.warm_up_seconds_
-    train_seconds = time.perf_counter() - t0 - warm_up_seconds
-    epochs = len(model.loss_curve_)
-    if interrupted.raised:
+    with interrupted:  # Ctrl-C or SIGTERM: after the epoch (a checkpoint), or after the save
+        if run["epochs"] > done:
+            model.set_params(warm_start=True, max_iter=run["epochs"] - done)
+            announce = not (args.quiet or args.json)  # a cold numba cache, once per process
+            with warnings.catch_warnings(), announce_compiles(announce):
+                warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
+                model.fit(X_train, y_train, validation_data=validation, on_epoch_end=on_epoch_end)
+            warm_up_seconds = model.warm_up_seconds_
+        train_seconds = time.perf_counter() - t0 - warm_up_seconds
+        epochs = len(model.loss_curve_)
+        if interrupted.raised:
+            raise Interrupted(
+                checkpoint.interrupted_message(epochs, run["epochs"], checkpoint_dir, args.out),
+                exit_code=interrupted.exit_code,
+            )
+        model.set_params(max_iter=run["epochs"])  # the file describes the whole run
+        accuracy = float(model.score(data.X_test, data.y_test))
+        pixel_max = float(data.X_train.max())  # predict's check of its input's scale
+        meta = {"dataset": run["dataset"], "test_accuracy": accuracy, "pixel_max": pixel_max}
+        model.save(args.out, metadata=meta)
+    if interrupted.raised:  # during the final score or save, which completed
         raise Interrupted(
-            checkpoint.interrupted_message(epochs, run["epochs"], checkpoint_dir),
+            f"fastnn: interrupted after the run's last epoch; the model is saved in {args.out}",
             exit_code=interrupted.exit_code,
         )
-    model.set_params(max_iter=run["epochs"])  # the file describes the whole run, not a segment
-    accuracy = float(model.score(data.X_test, data.y_test))
-    pixel_max = float(data.X_train.max())  # predict's check of its input's scale
-    meta = {"dataset": run["dataset"], "test_accuracy": accuracy, "pixel_max": pixel_max}
-    model.save(args.out, metadata=meta)
     if args.plot:
         from fastnn.plot import save_all
 
@@ -475,6 +499,11 @@ def _check_out(out: str, overwrite: bool) -> None:
     where = f"fastnn train: error: --out {out if out.strip() else repr(out)}"
     if not path.name or path.name == ".." or out.endswith(os.sep) or path.is_dir():
         raise UsageError(f"{where} is a directory; give a file path such as {path / 'model.npz'}")
+    if path.suffix == ".ckpt" or path.name == CHECKPOINT_FILE:
+        raise UsageError(
+            f"{where}: {CHECKPOINT_FILE} and .ckpt are the names of checkpoints (Ctrl-C saves "
+            "to MODEL.ckpt/); give the model another name, such as model.npz"
+        )
     parent = path.parent
     if not parent.exists():
         raise UsageError(f"{where}: directory {parent} does not exist")
@@ -509,6 +538,7 @@ def _checkpoint_dir(args: argparse.Namespace) -> Path:
         directory = resumed
     else:  # Ctrl-C's checkpoint, next to --out: it belongs to --out, as --overwrite does
         directory = Path(args.out).with_suffix(".ckpt")
+        _as_usage(checkpoint.check_directory, directory, f"--out {args.out}: Ctrl-C's checkpoint")
         if checkpoint.holds_checkpoint(directory) and not args.overwrite:
             raise UsageError(
                 f"fastnn train: error: {directory} holds the checkpoint of an interrupted run "
@@ -516,6 +546,7 @@ def _checkpoint_dir(args: argparse.Namespace) -> Path:
                 "to start over, or give --checkpoint-dir"
             )
     checkpoint.remove_stale_temps(directory)
+    checkpoint.remove_stale_temps(Path(args.out).parent, Path(args.out).name)  # a killed save
     return directory
 
 
@@ -555,7 +586,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     from fastnn.estimator import load_model
 
-    model = load_model(args.model, backend=args.backend)
+    model = _classifier(load_model(args.model, backend=args.backend), args.model)
     dataset, data = _model_dataset(model, args)
     predicted = model.predict(data.X_test)
     accuracy = float(np.mean(predicted == data.y_test))
@@ -598,14 +629,27 @@ def _model_dataset(model: Any, args: argparse.Namespace) -> tuple[str, Any]:
     return dataset, data
 
 
+def _classifier(model: Any, path: Any) -> Any:
+    """The model, if it is what the command line predicts with: a classifier of one label
+    per sample (regressors and multi-label models are for the Python API)."""
+    kind = type(model).__name__
+    if kind != "MLPClassifier" or model.out_activation_ != "softmax":
+        what = "a multi-label MLPClassifier" if kind == "MLPClassifier" else f"an {kind}"
+        raise UsageError(
+            f"fastnn: error: {path} is {what}; the command line evaluates, predicts and plots "
+            "classifiers of one label per sample: use its predict() from Python"
+        )
+    return model
+
+
 def cmd_plot(args: argparse.Namespace) -> dict[str, Any]:
     from fastnn.estimator import load_model
     from fastnn.plot import require_matplotlib, save_all
 
     require_matplotlib()
     source = Path(args.model)
-    model = load_model(source / CHECKPOINT_FILE if source.is_dir() else source,
-                       backend=args.backend)  # fmt: skip
+    path = source / CHECKPOINT_FILE if source.is_dir() else source
+    model = _classifier(load_model(path, backend=args.backend), path)
     dataset, data = _model_dataset(model, args)
     paths = save_all(model, data.X_test, data.y_test, args.out)
     if not args.json:
@@ -617,7 +661,7 @@ def cmd_predict(args: argparse.Namespace) -> dict[str, Any]:
     from fastnn.data import load_inputs
     from fastnn.estimator import load_model
 
-    model = load_model(args.model, backend=args.backend)
+    model = _classifier(load_model(args.model, backend=args.backend), args.model)
     X = load_inputs(args.input)
     _check_features(model, X.shape[1], args.input)
     _check_input_scale(model, X, args.input)

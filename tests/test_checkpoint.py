@@ -332,3 +332,86 @@ def test_ctrl_c_while_the_command_line_imports_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=120, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 130 and result.stderr == "fastnn: interrupted\n"
+
+
+# what a review of the above found -----------------------------------------------------------
+def _train(tmp_path, *flags):
+    return main(["train", "--dataset", "digits", "--hidden", "16", "--epochs", "3", "--quiet",
+                 "--out", str(tmp_path / "m.npz"), *flags])  # fmt: skip
+
+
+@pytest.mark.parametrize("decay", ["1", "5", "10"])
+def test_weight_decay_is_not_taken_for_an_exploding_loss(tmp_path, decay):
+    """The reported loss includes --weight-decay's penalty, which can be large at first: only
+    the cross-entropy is judged."""
+    assert _train(tmp_path, "--weight-decay", decay) == 0
+
+
+def test_a_signal_during_the_final_save_lets_it_finish(tmp_path, monkeypatch, capsys):
+    from fastnn.estimator import BaseMLP
+
+    save = BaseMLP.save
+
+    def interrupted_save(self, path, **kwargs):
+        if Path(path).name == "m.npz":
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler only sets its flag
+        return save(self, path, **kwargs)
+
+    monkeypatch.setattr(BaseMLP, "save", interrupted_save)
+    assert _train(tmp_path) == 143
+    assert "the model is saved in" in capsys.readouterr().err
+    assert load_model(tmp_path / "m.npz").n_iter_ >= 1
+
+
+def test_a_file_where_ctrl_cs_checkpoint_would_go_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "m.ckpt").write_text("notes")
+    assert _train(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "m.ckpt: exists and is not a directory" in err and err.count("\n") == 1
+    assert (tmp_path / "m.ckpt").read_text() == "notes"
+
+
+@pytest.mark.parametrize("name", ["checkpoint.npz", "m.ckpt"])
+def test_out_may_not_take_a_checkpoints_name(tmp_path, capsys, name):
+    args = ["train", "--dataset", "digits", "--out", str(tmp_path / name), "--overwrite"]
+    assert main(args) == 2
+    assert "are the names of checkpoints" in capsys.readouterr().err
+
+
+def test_a_run_on_a_relative_data_path_resumes_from_another_directory(tmp_path, monkeypatch):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    np.savez(tmp_path / "d.npz", x_train=X[:300].astype(np.uint8), y_train=y[:300],
+             x_test=X[300:400].astype(np.uint8), y_test=y[300:400])  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    first = ["train", "--dataset", "d.npz", "--hidden", "8", "--epochs", "2", "--quiet",
+             "--checkpoint-dir", "run", "--out", "a.npz"]  # fmt: skip
+    assert main(first) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["train", "--resume", "../run", "--epochs", "3", "--quiet", "--out", "b.npz"]) == 0
+    again = ["train", "--resume", "../run", "--dataset", "../d.npz", "--epochs", "4", "--quiet",
+             "--out", "c.npz"]  # fmt: skip
+    assert main(again) == 0  # the same file, named from here
+
+
+def test_the_continue_line_keeps_the_out_path():
+    line = checkpoint.interrupted_message(3, 10, "m.ckpt", "m.npz")
+    assert line.endswith("continue with: fastnn train --resume m.ckpt --out m.npz")
+
+
+def test_model_commands_refuse_regressors_and_multi_label_models(tmp_path, capsys):
+    from fastnn import MLPRegressor
+
+    X = np.random.default_rng(0).random((40, 64))
+    MLPRegressor(hidden_layer_sizes=(4,), max_iter=2).fit(X, X[:, 0]).save(tmp_path / "r.npz")
+    labels = np.stack([X[:, 0] > 0.5, X[:, 1] > 0.5], axis=1).astype(int)
+    MLPClassifier(hidden_layer_sizes=(4,), max_iter=2).fit(X, labels).save(tmp_path / "l.npz")
+    np.save(tmp_path / "x.npy", X[:3])
+    for model, what in (("r.npz", "an MLPRegressor"), ("l.npz", "a multi-label MLPClassifier")):
+        for argv in (["predict", str(tmp_path / model), str(tmp_path / "x.npy")],
+                     ["evaluate", str(tmp_path / model), "--dataset", "digits"]):  # fmt: skip
+            assert main(argv) == 2
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and f"is {what}; the command line" in err
