@@ -797,7 +797,7 @@ def _cuda_devices() -> list[dict[str, Any]]:
 def _check_features(model: Any, n_features: int, source: str) -> None:
     if n_features != model.n_features_in_:
         raise UsageError(
-            f"{source} has {n_features} features per sample but the model expects "
+            f"fastnn: error: {source} has {n_features} features per sample but the model expects "
             f"{model.n_features_in_}; use data of the kind the model was trained on"
         )
 

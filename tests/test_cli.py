@@ -215,6 +215,7 @@ def test_model_and_data_size_mismatch(trained, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.zeros((2, 784), dtype=np.uint8))
     code, _, err = run(capsys, "predict", str(trained[0]), str(tmp_path / "x.npy"))
     assert code == 2 and "has 784 features per sample but the model expects 64" in err
+    assert err.startswith("fastnn: error: ")
 
 
 def test_console_script_fails_cleanly_in_a_real_process(tmp_path):
