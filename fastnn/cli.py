@@ -24,7 +24,6 @@ from fastnn import __version__, checkpoint
 from fastnn.backends import backend_names, get_backend, unavailable_reason
 from fastnn.backends.base import HIDDEN_ACTIVATIONS
 from fastnn.checkpoint import CHECKPOINT_FILE, RUN_SETTINGS, Interrupted
-from fastnn.checkpoint import InterruptFlag as _InterruptFlag
 from fastnn.data import DATASET_NAMES
 from fastnn.errors import FastnnError, TrainingDiverged
 from fastnn.io import DTYPES, available_memory, json_default
@@ -337,7 +336,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         model = _new_model(run, len(X_train))
     model.set_params(n_threads=args.threads, verbose=0, progress=_show_progress(args))
     done = len(model.loss_curve_) if args.resume else 0
-    interrupted = _InterruptFlag()
+    interrupted = checkpoint.InterruptFlag()
     # the cross-entropy alone: --weight-decay's penalty, which the loss includes, can be large
     # and is not divergence. The epoch's loss averaged the penalty of weights between the last
     # epoch's and these, so the larger of the two is taken off (the first epoch, whose start
@@ -357,7 +356,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         if len(data_losses) > 1 or not run["weight_decay"]:
             check_exploding(data_losses, len(model.classes_), run["lr"])
         if args.checkpoint_dir or args.resume or interrupted.raised:
-            _save_checkpoint(model, checkpoint_dir, run)
+            checkpoint.save_checkpoint(model, checkpoint_dir, run)
         return interrupted.raised
 
     t0 = time.perf_counter()
@@ -476,11 +475,6 @@ def _resumed_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         run["epochs"] = args.epochs
     model.set_params(n_iter_no_change=max(run["epochs"], 1))
     return model, run
-
-
-def _save_checkpoint(model: Any, directory: Path, run: dict[str, Any]) -> None:
-    """Everything to continue exactly, atomically (fastnn.checkpoint.save_checkpoint)."""
-    checkpoint.save_checkpoint(model, directory, run)
 
 
 def _as_usage(check: Callable[..., T], *args: Any) -> T:

@@ -102,16 +102,16 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(slow_dataset, tmp_path):
 
 
 def test_ctrl_c_without_checkpoint_dir_saves_next_to_the_model(tmp_path, capsys, monkeypatch):
-    from fastnn import cli
+    from fastnn import checkpoint
 
-    real = cli._InterruptFlag.__enter__
+    real = checkpoint.InterruptFlag.__enter__
 
     def enter_and_interrupt(self):  # Ctrl-C as training starts
         real(self)
         os.kill(os.getpid(), signal.SIGINT)
         return self
 
-    monkeypatch.setattr(cli._InterruptFlag, "__enter__", enter_and_interrupt)
+    monkeypatch.setattr(checkpoint.InterruptFlag, "__enter__", enter_and_interrupt)
     out = tmp_path / "m.npz"
     assert main(["train", "--dataset", "digits", "--hidden", "8", "--epochs", "5", "--quiet",
                  "--out", str(out)]) == 130  # fmt: skip
