@@ -1,9 +1,12 @@
-"""Optimizer settings and state: plain SGD, SGD with (Nesterov) momentum, Adam."""
+"""Optimizer settings and state: plain SGD, SGD with (Nesterov) momentum, Adam; the
+learning-rate schedule and dropout that each step applies."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from fastnn.schedule import Schedule
 
 if TYPE_CHECKING:
     from fastnn.backends.base import Backend
@@ -18,7 +21,11 @@ class Optimizer:
     Two L2 terms on the weights (not the biases): ``weight_decay`` adds weight_decay * W to
     every step's gradient (PyTorch's); ``alpha`` is scikit-learn's penalty, alpha / 2 * |W|^2
     over the step's rows (their total weight, with sample weights), added to the step's loss,
-    its gradient alpha / rows * W, so that a short last batch gets more of it."""
+    its gradient alpha / rows * W, so that a short last batch gets more of it.
+
+    ``schedule`` scales ``lr`` per update (fastnn.schedule; None: constant). ``dropout`` is
+    the rate at which each training step drops hidden units, drawn by fastnn.dropout's hash
+    from ``dropout_seed`` and the step's number."""
 
     name: str
     lr: float
@@ -29,6 +36,13 @@ class Optimizer:
     eps: float = 1e-8
     weight_decay: float = 0.0
     alpha: float = 0.0
+    schedule: Schedule | None = None
+    dropout: float = 0.0
+    dropout_seed: int = 0
+
+    def rate(self, step: int) -> float:
+        """The learning rate of update number ``step`` (0 for the first)."""
+        return self.lr if self.schedule is None else self.lr * self.schedule.factor(step)
 
     @property
     def slot_names(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ import numpy
 import scipy.sparse
 from threadpoolctl import threadpool_limits
 
+from fastnn.dropout import keep_mask
 from fastnn.optim import Optimizer, OptimizerState
 
 HIDDEN_ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")  # identity is also the output's
@@ -281,41 +282,64 @@ class Backend:
             x = self.linear(x, params[2 * i], params[2 * i + 1], act)
         return x
 
+    def dropout(
+        self, h: Array, seed: int, step: int, layer: int, rate: float
+    ) -> tuple[Array, Array]:
+        """(h * mask, mask): hidden layer ``layer``'s output with the units fastnn.dropout's
+        hash drops in training step ``step`` set to 0 and the kept ones scaled by 1 / (1 -
+        rate); the mask is what backpropagation multiplies by."""
+        mask = keep_mask(self.xp, seed, step, layer, h.shape, rate, h.dtype)
+        return h * mask, mask
+
     def loss_and_grads(
         self, params: list[Array], x: Array, y_idx: Array, activation: str,
-        output: str = "softmax", weights: Array | None = None,
+        output: str = "softmax", weights: Array | None = None, *, dropout: float = 0.0,
+        seed: int = 0, step: int = 0,
     ) -> tuple[Array, Array, list[Array]]:  # fmt: skip
         """(mean loss, number of correct predictions, gradients in the order of ``params``);
-        the mean weighted by ``weights`` per row when given."""
+        the mean weighted by ``weights`` per row when given. With ``dropout``, each hidden
+        layer's output is masked (``self.dropout`` of ``seed`` and ``step``), and so is its
+        gradient; act' is taken from the unmasked output."""
         n_layers = len(params) // 2
-        acts = [x]
+        inputs, outputs, masks = [x], [], []
         for i in range(n_layers):
-            act = activation if i < n_layers - 1 else "identity"
-            acts.append(self.linear(acts[-1], params[2 * i], params[2 * i + 1], act))
-        logits = acts[-1]
+            hidden = i < n_layers - 1
+            out = self.linear(inputs[-1], params[2 * i], params[2 * i + 1],
+                              activation if hidden else "identity")  # fmt: skip
+            outputs.append(out)
+            mask = None
+            if hidden and dropout:
+                out, mask = self.dropout(out, seed, step, i, dropout)
+            masks.append(mask)
+            inputs.append(out)
+        logits = outputs[-1]
         loss, delta = self.output_loss(logits, y_idx, output, weights)
         correct = self.hits(logits, y_idx, output)
         grads: list[Array] = [None] * len(params)
         for i in reversed(range(n_layers)):
             act = activation if i < n_layers - 1 else "identity"
+            if masks[i] is not None:
+                delta = delta * masks[i]
             delta, grads[2 * i], grads[2 * i + 1] = self.linear_backward(
-                delta, acts[i], params[2 * i], acts[i + 1], act, need_dx=i > 0
+                delta, inputs[i], params[2 * i], outputs[i], act, need_dx=i > 0
             )
         return loss, correct, grads
 
     def apply_update(
         self, params: list[Array], grads: list[Array], state: OptimizerState, opt: Optimizer
     ) -> None:
-        """One optimizer step on every parameter, in place; weight decay on weights only."""
+        """One optimizer step on every parameter, in place, at the schedule's rate for this
+        update; weight decay on weights only."""
+        lr = opt.rate(state.step)
         state.step += 1
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             wd = opt.weight_decay if i % 2 == 0 else 0.0
             if opt.name == "adam":
                 m, v = state.slots["m"][i], state.slots["v"][i]
-                self.adam_update(p, g, m, v, state.step, opt.lr, opt.beta1, opt.beta2, opt.eps, wd)
+                self.adam_update(p, g, m, v, state.step, lr, opt.beta1, opt.beta2, opt.eps, wd)
             else:
                 velocity = state.slots["velocity"][i] if opt.momentum else None
-                self.sgd_update(p, g, velocity, opt.lr, opt.momentum, opt.nesterov, wd)
+                self.sgd_update(p, g, velocity, lr, opt.momentum, opt.nesterov, wd)
 
     def train_step(
         self,
@@ -333,11 +357,14 @@ class Backend:
 
         With row ``weights`` the loss is their weighted mean and ``alpha`` is over the batch's
         total weight instead of its rows, as in scikit-learn; a batch of total weight 0 changes
-        nothing."""
+        nothing. ``opt``'s dropout and schedule apply to this step, number ``state.step``."""
         rows = x.shape[0] if weights is None else float(weights.sum())
         if rows == 0:
             return self.xp.zeros((), dtype=x.dtype), 0
-        loss, correct, grads = self.loss_and_grads(params, x, y_idx, activation, output, weights)
+        loss, correct, grads = self.loss_and_grads(
+            params, x, y_idx, activation, output, weights, dropout=opt.dropout,
+            seed=opt.dropout_seed, step=state.step,
+        )  # fmt: skip
         if opt.alpha:
             loss = loss + 0.5 * opt.alpha / rows * self.squared_weights(params)
             opt = dataclasses.replace(opt, weight_decay=opt.weight_decay + opt.alpha / rows)
