@@ -21,7 +21,10 @@ from fastnn.errors import FastnnError
 CHECKPOINT_FILE = "checkpoint.npz"
 # what defines a training run: saved in checkpoints, fixed when resuming
 RUN_SETTINGS = ("dataset", "hidden", "activation", "optimizer", "lr", "momentum", "nesterov",
-                "batch_size", "weight_decay", "seed", "dtype", "validation_fraction")  # fmt: skip
+                "batch_size", "weight_decay", "seed", "dtype", "validation_fraction", "dropout",
+                "schedule", "warmup", "patience")  # fmt: skip
+# settings newer than the first checkpoints, and what a checkpoint without them ran with
+LATER_SETTINGS = {"dropout": 0.0, "schedule": "constant", "warmup": 0.0, "patience": None}
 
 
 # fastnn.io.atomic_write's temporary names for DIR/checkpoint.npz (tempfile.mkstemp's random
@@ -118,6 +121,8 @@ def load_checkpoint(directory: str | Path, backend: str = "auto") -> tuple[Any, 
         raise CheckpointError(f"--resume {directory}: no {CHECKPOINT_FILE} there")
     model = load_model(path, backend=backend)
     run = model.metadata_.get("run")
+    if isinstance(run, dict):
+        run = {**LATER_SETTINGS, **run}
     if not isinstance(run, dict) or not all(k in run for k in (*RUN_SETTINGS, "backend")):
         raise CheckpointError(f"--resume {directory}: {path} is a model file, not a training "
                               "checkpoint")  # fmt: skip

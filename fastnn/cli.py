@@ -27,6 +27,7 @@ from fastnn.checkpoint import CHECKPOINT_FILE, RUN_SETTINGS, Interrupted
 from fastnn.data import DATASET_NAMES
 from fastnn.errors import FastnnError, TrainingDiverged
 from fastnn.io import DTYPES, available_memory, json_default
+from fastnn.schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
@@ -205,6 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="L2 weight decay added to weight gradients (default: 0)",
     )
+    p.add_argument(
+        "--dropout",
+        type=_fraction,
+        default=0.0,
+        metavar="P",
+        help="drop this share of every hidden layer's units in each training step (default: 0)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="constant",
+        help="learning-rate schedule over the run's epochs, per step (default: constant)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="EPOCHS",
+        help="linear learning-rate warm-up over this many epochs (onecycle: its rise; default: 0)",
+    )
     p.add_argument("--seed", type=_seed, default=0, help=f"0 to {MAX_SEED} (default: 0)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument("--threads", type=_positive_int, default=None, help="CPU threads to use")
@@ -216,8 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_fraction,
         default=0.0,
         metavar="F",
-        help="hold out this share of the training set (stratified) and record its loss and "
-        "accuracy after every epoch (default: 0, none)",
+        help="hold out this share of the training set (stratified), score it after every "
+        "epoch, and keep the weights of the best epoch (default: 0, none)",
+    )
+    p.add_argument(
+        "--patience",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="with --validation-fraction: stop after N epochs without a better validation "
+        "accuracy (default: train every epoch)",
     )
     p.add_argument(
         "--plot",
@@ -310,6 +339,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     # everything that can be refused is refused here, before any long work
     _check_out(args.out, args.overwrite)
+    if args.patience is not None and not args.validation_fraction and not args.resume:
+        raise UsageError(
+            "fastnn train: error: --patience needs --validation-fraction F: it counts epochs "
+            "without a better validation accuracy"
+        )
     if args.resume:
         model, run = _resumed_model(args)
     else:
@@ -355,20 +389,25 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             data_losses.append(stats.loss)
         if len(data_losses) > 1 or not run["weight_decay"]:
             check_exploding(data_losses, len(model.classes_), run["lr"])
+        patience_out = _out_of_patience(model, run["patience"])
+        if patience_out:
+            run["stopped_early"] = len(model.loss_curve_)  # a resume has nothing left to do
         if args.checkpoint_dir or args.resume or interrupted.raised:
             checkpoint.save_checkpoint(model, checkpoint_dir, run)
-        return interrupted.raised
+        return interrupted.raised or patience_out
 
     t0 = time.perf_counter()
     warm_up_seconds = 0.0  # compiling kernels before the first epoch: not training time
     with interrupted:  # Ctrl-C or SIGTERM: after the epoch (a checkpoint), or after the save
-        if run["epochs"] > done:
+        if run["epochs"] > done and not run.get("stopped_early"):
             model.set_params(warm_start=True, max_iter=run["epochs"] - done)
             announce = not (args.quiet or args.json)  # a cold numba cache, once per process
             with warnings.catch_warnings(), announce_compiles(announce):
                 warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
                 model.fit(X_train, y_train, validation_data=validation, on_epoch_end=on_epoch_end)
             warm_up_seconds = model.warm_up_seconds_
+        elif model.early_stopping:  # a finished run's checkpoint holds the last weights
+            model.use_best_weights()
         train_seconds = time.perf_counter() - t0 - warm_up_seconds
         epochs = len(model.loss_curve_)
         if interrupted.raised:
@@ -402,6 +441,10 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "epochs": epochs,
         "dtype": run["dtype"],
         "seed": run["seed"],
+        "dropout": run["dropout"],
+        "schedule": run["schedule"],
+        "warmup": run["warmup"],
+        **_kept_epoch(model, run),
         "test_accuracy": accuracy,
         "train_seconds": train_seconds,
         "samples_per_second": samples / train_seconds if train_seconds > 0 else 0.0,
@@ -410,6 +453,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "history": model.history_,
     }
     if not args.json:
+        if "kept_epoch" in result:
+            stop = " (stopped: no better validation accuracy for --patience epochs)"
+            print(
+                f"kept epoch {result['kept_epoch']} of {epochs}: validation accuracy "
+                f"{result['validation_accuracy']:.4f}{stop if result['stopped_early'] else ''}"
+            )
         warm_up = f" (+ {warm_up_seconds:.1f} s kernel warm-up)" if warm_up_seconds >= 0.5 else ""
         print(
             f"test accuracy {accuracy:.4f} | {epochs} epoch{'s' * (epochs != 1)} in "
@@ -418,6 +467,26 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             f"| final loss {model.loss_curve_[-1]:.4f} | saved {args.out}"
         )
     return result
+
+
+def _out_of_patience(model: Any, patience: int | None) -> bool:
+    """Whether the last ``patience`` epochs all scored below the best validation accuracy
+    (the estimator's validation_scores_, one per epoch of the run)."""
+    scores = model.validation_scores_ or []
+    if patience is None or not scores:
+        return False
+    return len(scores) - 1 - int(np.argmax(scores)) >= patience
+
+
+def _kept_epoch(model: Any, run: dict[str, Any]) -> dict[str, Any]:
+    """Which epoch's weights a run with a validation split kept (the first best), its
+    validation accuracy, and whether --patience stopped the run; nothing without a split."""
+    scores = model.validation_scores_
+    if not model.early_stopping or not scores:
+        return {}
+    best = int(np.argmax(scores))
+    stopped = bool(run.get("stopped_early"))
+    return {"kept_epoch": best + 1, "validation_accuracy": scores[best], "stopped_early": stopped}
 
 
 def _split_validation(data: Any, run: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
@@ -449,11 +518,16 @@ def _new_model(run: dict[str, Any], n_train: int) -> Any:
         batch_size=batch,
         learning_rate_init=run["lr"],
         n_iter_no_change=run["epochs"],  # exactly --epochs epochs: no stopping on a plateau
+        early_stopping=bool(run["validation_fraction"]),  # keeps the best epoch's weights
         random_state=run["seed"],
         momentum=run["momentum"] if run["optimizer"] == "momentum" else 0.0,
         nesterovs_momentum=run["nesterov"],
         backend=run["backend"],
         dtype=run["dtype"],
+        dropout=run["dropout"],
+        lr_schedule=run["schedule"],
+        warmup_epochs=run["warmup"],
+        schedule_epochs=run["epochs"],
     )
     if run["weight_decay"]:
         # the estimator's alpha is scikit-learn's (over each batch's rows): F * W on full batches
@@ -473,7 +547,7 @@ def _resumed_model(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     model.set_params(backend=run["backend"])
     if args.epochs:
         run["epochs"] = args.epochs
-    model.set_params(n_iter_no_change=max(run["epochs"], 1))
+    model.set_params(n_iter_no_change=max(run["epochs"], 1), schedule_epochs=run["epochs"])
     return model, run
 
 

@@ -28,6 +28,7 @@ from fastnn.io import DTYPES, load_model_file, save_model_file
 from fastnn.lbfgs import fit_lbfgs
 from fastnn.model import init_params, layer_sizes, predict_proba
 from fastnn.optim import SOLVERS, Optimizer, OptimizerState, init_state
+from fastnn.schedule import SCHEDULES, Schedule
 from fastnn.train import EpochStats, ProgressBar, train
 from fastnn.warmup import announce_compiles
 
@@ -48,6 +49,15 @@ class BaseMLP(BaseEstimator):
     prints scikit-learn's "Iteration N, loss = ..." line per epoch; ``progress=True``
     (fastnn's) draws a progress bar on stderr. ``warm_up_seconds_`` is the time the last fit
     spent before its first epoch compiling (or loading) the backend's kernels.
+
+    fastnn's regularisation and schedules, for the stochastic solvers: ``dropout`` drops
+    this share of every hidden layer's units in each training step (inverted dropout, off
+    at inference; masks from fastnn.dropout's hash of a seed drawn once per model, the step
+    and the unit, so every backend and a resumed fit draw the same); ``lr_schedule``
+    ("constant", "cosine", "onecycle": fastnn.schedule) scales ``learning_rate_init`` per
+    update over ``schedule_epochs`` epochs (None: ``max_iter``; the rate then stays at its
+    last value), after ``warmup_epochs`` of linear warm-up (onecycle: of rise). They replace
+    scikit-learn's ``learning_rate`` schedules, which must then stay "constant".
     """
 
     def __init__(
@@ -80,6 +90,10 @@ class BaseMLP(BaseEstimator):
         dtype: str | None = "float32",
         n_threads: int | None = None,
         progress: bool = False,
+        dropout: float = 0.0,
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
+        schedule_epochs: int | None = None,
     ) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -108,6 +122,10 @@ class BaseMLP(BaseEstimator):
         self.dtype = dtype
         self.n_threads = n_threads
         self.progress = progress
+        self.dropout = dropout
+        self.lr_schedule = lr_schedule
+        self.warmup_epochs = warmup_epochs
+        self.schedule_epochs = schedule_epochs
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()
@@ -126,7 +144,9 @@ class BaseMLP(BaseEstimator):
         in scikit-learn.
 
         fastnn's, for the stochastic solvers: ``validation_data`` (X, y) is scored after every
-        epoch into ``history_`` (not used to stop); ``on_epoch_end(model, stats)`` is called
+        epoch into ``history_``; with ``early_stopping`` it is the held-out set (instead of a
+        ``validation_fraction`` of X) whose best score's weights are kept and whose plateau
+        stops training; ``on_epoch_end(model, stats)`` is called
         after every epoch with the model holding that epoch's state, and stops the training
         by returning True (the CLI's checkpoints and Ctrl-C)."""
         return self._fit(X, y, incremental=False, classes=None, sample_weight=sample_weight,
@@ -166,17 +186,19 @@ class BaseMLP(BaseEstimator):
             return self._fit_lbfgs(backend, X, y_idx, weights)
 
         X_val = y_val = w_val = None
-        if self.early_stopping:
+        if validation_data is not None:  # scored; with early_stopping, the held-out set
+            X_val, y_val = self._validate_xy(*validation_data, reset=False, dtype=X.dtype)
+            y_val = self._targets(y_val)
+        elif self.early_stopping:
             X, X_val, y_idx, y_val, weights, w_val = self._split_validation(
                 X, y_idx, weights, random_state
             )
-        elif validation_data is not None:  # scored, not used to stop
-            X_val, y_val = self._validate_xy(*validation_data, reset=False, dtype=X.dtype)
-            y_val = self._targets(y_val)
         n = X.shape[0]
         batch = self._batch_rows(n)
         activation = self._activation()
-        opt = self._optimizer()
+        if self.dropout and self._dropout_seed is None:  # once per model: resumes draw alike
+            self._dropout_seed = int(self._rng.integers(2**32))
+        opt = self._optimizer(-(-n // batch))
         params = [backend.asarray(p, dtype=X.dtype) for p in self._params_arrays()]
         state = self._resume_state(backend, opt, params)
         X, y_idx = _on_backend(backend, X), backend.asarray(y_idx)
@@ -309,6 +331,7 @@ class BaseMLP(BaseEstimator):
         """Optimizer state, generator and convergence bookkeeping of a new training run."""
         self._rng = _generator(self.random_state)
         self._optimizer_state: OptimizerState | None = None
+        self._dropout_seed: int | None = None
         self._learning_rate = float(self.learning_rate_init)
         self.loss_curve_: list[float] = []
         self.history_: list[dict[str, Any]] = []
@@ -427,6 +450,13 @@ class BaseMLP(BaseEstimator):
             print(f"{msg}{tiny} Stopping.")
         return True
 
+    def use_best_weights(self) -> None:
+        """With ``early_stopping``, set the weights to those of the best validation score, as
+        fit does when it ends (for a model loaded from a checkpoint taken before that)."""
+        check_is_fitted(self, "coefs_")
+        if self._best_params is not None:
+            self._set_params_arrays([p.copy() for p in self._best_params])
+
     # ---- inference ----------------------------------------------------------------------
     def _outputs(self, X: Any) -> np.ndarray:
         """The output layer's values for every row of X (Backend.output_probs), on host."""
@@ -500,6 +530,7 @@ class BaseMLP(BaseEstimator):
             "velocity": "scikit-learn",  # absent: PyTorch's, which the files had before
             "rng": self._rng.bit_generator.state,
             "learning_rate": self._learning_rate,
+            "dropout_seed": self._dropout_seed,
             "t": self.t_,
             "no_improvement_count": self._no_improvement_count,
             "best_loss": self.best_loss_,
@@ -535,6 +566,8 @@ class BaseMLP(BaseEstimator):
             self._optimizer_state = OptimizerState(int(meta["optimizer_step"]), slots)
             self._rng = rng
             self._learning_rate = float(meta["learning_rate"])
+            seed = meta.get("dropout_seed")  # absent in files from before dropout
+            self._dropout_seed = None if seed is None else int(seed)
             self.t_ = int(meta["t"])
             self._no_improvement_count = int(meta["no_improvement_count"])
             self.best_loss_ = meta["best_loss"]
@@ -578,23 +611,33 @@ class BaseMLP(BaseEstimator):
                           "to be clipped", UserWarning, stacklevel=3)  # fmt: skip
         return min(int(self.batch_size), n)
 
-    def _optimizer(self) -> Optimizer:
+    def _optimizer(self, batches_per_epoch: int) -> Optimizer:
+        """The update rule, its schedule (over epochs of ``batches_per_epoch`` steps) and
+        dropout."""
+        regularisation = {
+            "alpha": self.alpha,
+            "schedule": self._schedule(batches_per_epoch),
+            "dropout": float(self.dropout),
+            "dropout_seed": self._dropout_seed or 0,
+        }
         if self.solver == "adam":
-            return Optimizer(
-                "adam",
-                self.learning_rate_init,
-                beta1=self.beta_1,
-                beta2=self.beta_2,
-                eps=self.epsilon,
-                alpha=self.alpha,
-            )
+            return Optimizer("adam", self.learning_rate_init, beta1=self.beta_1,
+                             beta2=self.beta_2, eps=self.epsilon, **regularisation)  # fmt: skip
         return Optimizer(
             "sgd",
             self.learning_rate_init,
             momentum=self.momentum,
             nesterov=self.nesterovs_momentum and self.momentum > 0,
-            alpha=self.alpha,
+            **regularisation,
         )
+
+    def _schedule(self, batches_per_epoch: int) -> Schedule | None:
+        """lr_schedule over schedule_epochs (or max_iter) epochs; None for a constant rate."""
+        warmup = round(self.warmup_epochs * batches_per_epoch)
+        if self.lr_schedule == "constant" and not warmup:
+            return None
+        epochs = self.schedule_epochs or self.max_iter
+        return Schedule(self.lr_schedule, epochs * batches_per_epoch, warmup)
 
     def _check_params(self) -> None:
         """Check every constructor argument; messages name it, the value and what is accepted."""
@@ -645,6 +688,26 @@ class BaseMLP(BaseEstimator):
             )
         if self.batch_size not in ("auto", "full"):
             _check_integer("batch_size", self.batch_size, "'auto', 'full' or a positive integer")
+        self._check_regularisation()
+
+    def _check_regularisation(self) -> None:
+        """fastnn's dropout and schedule parameters, and the solvers they apply to."""
+        _check_number("dropout", self.dropout, low=0, high=1, high_open=True)
+        _check_choice("lr_schedule", self.lr_schedule, SCHEDULES)
+        _check_number("warmup_epochs", self.warmup_epochs, low=0)
+        if self.schedule_epochs is not None:
+            _check_integer("schedule_epochs", self.schedule_epochs, "None or a positive integer")
+        scheduled = self.lr_schedule != "constant" or self.warmup_epochs > 0
+        if self.solver == "lbfgs" and (scheduled or self.dropout):
+            raise ValueError(
+                "dropout, lr_schedule and warmup_epochs apply to solver='sgd' or 'adam', not "
+                "'lbfgs'; set them to their defaults (0, 'constant', 0) or change the solver"
+            )
+        if scheduled and self.solver == "sgd" and self.learning_rate != "constant":
+            raise ValueError(
+                f"lr_schedule={self.lr_schedule!r} with warmup_epochs={self.warmup_epochs!r} "
+                f"replaces learning_rate={self.learning_rate!r}; set learning_rate='constant'"
+            )
 
 
 class MLPClassifier(ClassifierMixin, BaseMLP):
@@ -739,6 +802,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         strings, e.g. 'True') are scikit-learn's."""
         two_classes = y_idx.ndim == 1 and len(self.classes_) == 2
         return (y_idx == 1)[:, None] if two_classes else None
+
+    def use_best_weights(self) -> None:
+        """With ``early_stopping``, set the weights to those of the best validation score, as
+        fit does when it ends (for a model loaded from a checkpoint taken before that)."""
+        check_is_fitted(self, "coefs_")
+        if self._best_params is not None:
+            self._set_params_arrays([p.copy() for p in self._best_params])
 
     # ---- inference ----------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:

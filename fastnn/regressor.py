@@ -51,6 +51,10 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         dtype: str | None = "float32",
         n_threads: int | None = None,
         progress: bool = False,
+        dropout: float = 0.0,
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
+        schedule_epochs: int | None = None,
     ) -> None:
         self.loss = loss
         shared = {k: v for k, v in locals().items() if k not in ("self", "loss", "__class__")}
