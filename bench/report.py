@@ -3,17 +3,20 @@ RESULTS.md section of the numba compile target it was measured for."""
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shlex
 import sys
+import time
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 
 from bench import sections
 from bench.workloads import CONCURRENT
 
 PEERS = ("torch-cpu", "torch-cuda", "sklearn")
+GPU_IMPLS = ("fastnn-cupy", "torch-cuda")  # rows whose % sgemm is against the GPU's matmul
 # Settings that change what the kernels compile to or how many threads run them; a section's
 # command line shows those that were set, so it reproduces the run.
 ENV_VARS = ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "NUMBA_NUM_THREADS",
@@ -42,15 +45,24 @@ trainings of `small`, {CONCURRENT.rows} samples x {CONCURRENT.epochs} epochs eac
 in two processes: the round's time is the slower one's, samples/s and GFLOP/s are one
 training's, and the note compares each with the same training alone). GFLOP/s counts the
 multiply-adds every implementation must do (x2): forward, weight gradients, and input gradients
-of every layer but the first; speed-ups are peer median / fastnn median from this same run.
+of every layer but the first; `% sgemm` is against numpy's float32 matmul on the CPU, and on
+the GPU rows (`fastnn-cupy`, `torch-cuda`) against the GPU's own float32 matmul; speed-ups are
+peer median / fastnn median from this same run. The inference rows take their 10000 rows
+already where they compute: a GPU row times the products and the copy of the probabilities
+back, not the upload of the data.
 `path` is the code that trained: the numba backend's fused one-hidden-layer kernel (`fused`) or
 its BLAS layers (`layered`), or the numpy `reference`.
 """
 
 
-def table(rows: list[dict], sgemm_gflops: float) -> str:
-    """Markdown table; speed-up = peer median / fastnn median, both from this run."""
+def table(rows: list[dict], sgemm_gflops: float, gpu_sgemm_gflops: float | None = None) -> str:
+    """Markdown table; speed-up = peer median / fastnn median, both from this run. % sgemm is
+    against ``sgemm_gflops`` (numpy on the CPU), or on GPU rows against ``gpu_sgemm_gflops``
+    (measured here, by ``gpu_sgemm``, when not given; blank where no GPU answers)."""
     peers = [p for p in PEERS if any(r["impl"] == p for r in rows)]
+    if gpu_sgemm_gflops is None and any(r["impl"] in GPU_IMPLS for r in rows):
+        gpu = gpu_sgemm()
+        gpu_sgemm_gflops = gpu[1] if gpu else None
     paths = any(r.get("path") for r in rows)
     head = ["workload", "implementation", *(["path"] if paths else [])]
     head += ["median s", "samples/s", "GFLOP/s", "% sgemm", *(f"vs {p}" for p in peers)]
@@ -61,11 +73,12 @@ def table(rows: list[dict], sgemm_gflops: float) -> str:
     medians = {(r["workload"], r["impl"]): r["median"] for r in rows}
     for r in rows:
         cells = [r["workload"], r["impl"], *([r.get("path", "")] if paths else [])]
+        reference = gpu_sgemm_gflops if r["impl"] in GPU_IMPLS else sgemm_gflops
         cells += [
             f"{r['median']:.4f}",
             f"{r['samples_per_second']:,.0f}",
             "" if r["gflops"] is None else f"{r['gflops']:.1f}",
-            "" if r["gflops"] is None else f"{100 * r['gflops'] / sgemm_gflops:.0f}%",
+            "" if r["gflops"] is None or not reference else f"{100 * r['gflops'] / reference:.0f}%",
         ]
         for p in peers:
             peer = medians.get((r["workload"], p))
@@ -92,9 +105,12 @@ def kernel_path(impl: str, sizes: tuple[int, ...], layered: bool = False) -> str
 
 
 def target() -> tuple[str, str, int]:
-    """numba's compile target: (LLVM cpu name, vector ISA, vector bytes)."""
-    from fastnn.kernels.target import VECTOR_BYTES, cpu_name, isa
-
+    """numba's compile target: (LLVM cpu name, vector ISA, vector bytes); ("no-numba", "no
+    numba", 0) where numba is not installed (a GPU machine's run of the cupy rows)."""
+    try:
+        from fastnn.kernels.target import VECTOR_BYTES, cpu_name, isa
+    except ImportError:
+        return "no-numba", "no numba", 0
     return cpu_name(), isa(), VECTOR_BYTES
 
 
@@ -126,18 +142,60 @@ def environment(sgemm_gflops: float) -> list[str]:
     except (OSError, StopIteration):
         pass
     versions = []
-    for pkg in ("fastnn", "numpy", "numba", "scikit-learn", "torch", "cupy-cuda12x"):
+    for pkg in ("fastnn", "numpy", "numba", "scikit-learn", "torch", *cupy_distributions()):
         try:
             versions.append(f"{pkg} {version(pkg)}")
         except PackageNotFoundError:
             pass
     name, isa, vector_bytes = target()
-    return [
+    lines = [
         f"- CPU: {cpu}, {os.cpu_count()} cores",
         f"- numba target: {name}, {isa}, {vector_bytes}-byte vectors ({target_settings()})",
         f"- BLAS: {blas_kernels()}; numpy float32 sgemm {sgemm_gflops:.0f} GFLOP/s",
         f"- Python {platform.python_version()}; {', '.join(versions)}",
     ]
+    gpu = gpu_sgemm()
+    if gpu:
+        lines.append(f"- GPU: {gpu[0]}; float32 sgemm {gpu[1]:.0f} GFLOP/s")
+    return lines
+
+
+def cupy_distributions() -> list[str]:
+    """The installed distributions that provide the ``cupy`` module: cupy-cuda12x,
+    cupy-cuda13x, a source build's cupy, ..."""
+    return sorted(set(packages_distributions().get("cupy", [])))
+
+
+@functools.cache
+def gpu_sgemm(n: int = 4096) -> tuple[str, float] | None:
+    """(the GPU's name and what measured it, its float32 n x n matmul rate in GFLOP/s), best
+    of a few runs, through CuPy (cuBLAS) where the cupy backend works, else through an
+    already imported PyTorch with CUDA; None where neither answers."""
+    from fastnn._compat import cuda_device_problem
+
+    if cuda_device_problem() is None:
+        import cupy
+
+        a = cupy.random.default_rng(0).random((n, n), dtype=cupy.float32)
+        sync = cupy.cuda.get_current_stream().synchronize
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        name = f"{name.decode() if isinstance(name, bytes) else name} (CuPy)"
+    elif "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+        torch = sys.modules["torch"]
+        a = torch.rand((n, n), dtype=torch.float32, device="cuda")
+        sync = torch.cuda.synchronize
+        name = f"{torch.cuda.get_device_name()} (PyTorch)"
+    else:
+        return None
+    best = float("inf")
+    for _ in range(5):
+        sync()
+        t0 = time.perf_counter()
+        a @ a
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return name, 2 * n**3 / best / 1e9
 
 
 def blas_kernels() -> str:

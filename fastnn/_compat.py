@@ -22,7 +22,10 @@ def has_cupy() -> bool:
 def cuda_device_problem() -> str | None:
     """None when CuPy can run a kernel on a CUDA device, else why it cannot."""
     if not has_cupy():
-        return "CuPy is not installed (pip install 'fastnn[gpu]')"
+        return (
+            "CuPy is not installed (pip install 'fastnn[gpu]' for CUDA 12, "
+            "'fastnn[gpu-cuda13]' for CUDA 13)"
+        )
     try:
         import cupy
 
