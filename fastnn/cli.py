@@ -349,7 +349,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     else:
         run = {k: getattr(args, k) for k in RUN_SETTINGS}
         run["lr"] = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-        run["backend"] = get_backend(args.backend or "auto").name
+        backend = args.backend or "auto"  # "auto" is resolved with the data: by the work
+        run["backend"] = backend if backend == "auto" else get_backend(backend).name
         run["epochs"] = args.epochs or DEFAULT_EPOCHS
         if run["dataset"] not in DATASET_NAMES and Path(run["dataset"]).exists():
             run["dataset"] = str(Path(run["dataset"]).resolve())  # resumable from elsewhere
@@ -362,6 +363,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         _as_usage(checkpoint.check_directory, args.plot, "--plot")
     data = load(run["dataset"], seed=run["seed"], data_home=args.data_home)
     _check_data(data, run, model)
+    if run["backend"] == "auto":
+        run["backend"] = _auto_backend(run, data)
     X_train, y_train, validation = data.X_train, data.y_train, None
     if run["validation_fraction"]:
         X_train, X_val, y_train, y_val = _split_validation(data, run)
@@ -467,6 +470,15 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             f"| final loss {model.loss_curve_[-1]:.4f} | saved {args.out}"
         )
     return result
+
+
+def _auto_backend(run: dict[str, Any], data: Any) -> str:
+    """The backend "auto" means for this run: cupy only for minibatches of enough work."""
+    sizes = [data.X_train.shape[1], *run["hidden"], len(np.unique(data.y_train))]
+    weights = sum(a * b for a, b in zip(sizes, sizes[1:], strict=False))
+    batch = run["batch_size"]
+    rows = len(data.X_train) if batch == "full" else min(batch, len(data.X_train))
+    return get_backend("auto", step_work=rows * weights).name
 
 
 def _out_of_patience(model: Any, patience: int | None) -> bool:

@@ -26,7 +26,7 @@ from fastnn.backends.base import HIDDEN_ACTIVATIONS, REGRESSION_OUTPUTS
 from fastnn.errors import ModelFileError, TrainingDiverged
 from fastnn.io import DTYPES, load_model_file, save_model_file
 from fastnn.lbfgs import fit_lbfgs
-from fastnn.model import init_params, layer_sizes, predict_proba
+from fastnn.model import chunk_rows, init_params, layer_sizes, predict_proba
 from fastnn.optim import SOLVERS, Optimizer, OptimizerState, init_state
 from fastnn.schedule import SCHEDULES, Schedule
 from fastnn.train import EpochStats, ProgressBar, train
@@ -163,7 +163,6 @@ class BaseMLP(BaseEstimator):
                 "partial_fit does not support early_stopping=True: set early_stopping=False, "
                 "or use fit"
             )
-        backend = get_backend(self.backend)
         first = not hasattr(self, "coefs_") or not (incremental or self.warm_start)
         _check_2d(X)
         dtype = self._input_dtype() if first else self.coefs_[0].dtype  # a model keeps its own
@@ -182,6 +181,8 @@ class BaseMLP(BaseEstimator):
             if self.early_stopping != (self.validation_scores_ is not None):  # switched
                 self._reset_stopping()
         y_idx = self._targets(y)
+        rows = X.shape[0] if self.solver == "lbfgs" else self._batch_rows(X.shape[0], warn=False)
+        backend = get_backend(self.backend, step_work=rows * _n_weights(self.coefs_))
         if self.solver == "lbfgs":  # early_stopping does not apply, as in scikit-learn
             return self._fit_lbfgs(backend, X, y_idx, weights)
 
@@ -463,7 +464,8 @@ class BaseMLP(BaseEstimator):
         check_is_fitted(self, "coefs_")
         _check_2d(X)
         X = validate_data(self, X, dtype=self.coefs_[0].dtype, reset=False, accept_sparse="csr")
-        backend = get_backend(self.backend)
+        rows = min(X.shape[0], chunk_rows(X))  # predict_proba's chunks
+        backend = get_backend(self.backend, step_work=rows * _n_weights(self.coefs_))
         params = [backend.asarray(p) for p in self._params_arrays()]
         with backend.limit_threads(self.n_threads):
             return predict_proba(backend, params, _on_backend(backend, X), self._activation(),
@@ -601,12 +603,12 @@ class BaseMLP(BaseEstimator):
     def _activation(self) -> str:
         return ACTIVATION_ALIASES.get(self.activation, self.activation)
 
-    def _batch_rows(self, n: int) -> int:
+    def _batch_rows(self, n: int, *, warn: bool = True) -> int:
         if self.batch_size == "auto":
             return min(200, n)
         if self.batch_size == "full":
             return n
-        if self.batch_size > n:  # scikit-learn's words, so that filters written for it match
+        if self.batch_size > n and warn:  # scikit-learn's words, for filters written for it
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
                           "to be clipped", UserWarning, stacklevel=3)  # fmt: skip
         return min(int(self.batch_size), n)
@@ -905,6 +907,11 @@ def _checked_params(cls: type[BaseMLP], params: dict[str, Any], where: str) -> B
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelFileError(f"{where}: estimator parameter {reason}") from exc
     return model
+
+
+def _n_weights(coefs: list[np.ndarray]) -> int:
+    """A network's weights: the multiply-adds of one row's forward pass."""
+    return sum(W.size for W in coefs)
 
 
 def _generator(random_state: Any) -> np.random.Generator:

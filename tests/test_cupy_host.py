@@ -275,3 +275,16 @@ def test_linear_refuses_a_bias_of_another_dtype_or_size(cupy_module):
     backend.linear(x, W, np.zeros(4, np.float32), "relu")
     ((name, _, _, args),) = launches()
     assert name == "bias_act<float>" and [int(a) for a in args[2:]] == [2, 4, 0]
+
+
+def test_auto_takes_the_gpu_only_for_steps_of_enough_work(monkeypatch):
+    import fastnn.backends as backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: ["cupy", "numba", "numpy"])
+    assert backends.auto_backend(None) == "numba"  # no size given: the best CPU backend
+    assert backends.auto_backend(backends.GPU_MIN_STEP_WORK - 1) == "numba"
+    assert backends.auto_backend(backends.GPU_MIN_STEP_WORK) == "cupy"
+    # a default fit on digits-sized data (batch 200 x 64*100 + 100*10 weights) stays on the CPU
+    assert backends.auto_backend(200 * (64 * 100 + 100 * 10)) == "numba"
+    monkeypatch.setattr(backends, "available_backends", lambda: ["numpy"])
+    assert backends.auto_backend(2**40) == "numpy"

@@ -20,7 +20,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from fastnn import MLPClassifier, MLPRegressor
 from fastnn.backends import available_backends, get_backend
 
-BACKENDS = [b for b in ("numpy", "numba") if b in available_backends()]
+BACKENDS = [b for b in ("numpy", "numba", "cupy") if b in available_backends()]
 
 # Checks expected to fail, with the reason (also listed in README); keep them to real reasons.
 # The sample-weight equivalence checks compare weighted and repeated rows at rtol=1e-7: in

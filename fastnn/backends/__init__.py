@@ -30,6 +30,13 @@ _REGISTRY: dict[str, tuple[str, Callable[[], str | None]]] = {
 }
 _AUTO_ORDER = ("cupy", "numba", "numpy")
 _instances: dict[str, Backend] = {}
+# "auto" takes the GPU only for training steps big enough to pay for its kernel launches and
+# host round trips (about 25 launches a step, issue 17): this many multiply-adds in one
+# minibatch's forward pass (rows x the network's weights). Not yet measured on a GPU; from
+# bench/RESULTS.md numba trains `small` (128 x 101,632 = 13M) in about 290 us a step, near an
+# eager cupy step's launch overhead, and `medium` (256 x 234,752 = 60M) in 1.7 ms, several times
+# it. bench/gpu_check.sh measures both; a captured (CUDA graph) step would lower the bar.
+GPU_MIN_STEP_WORK = 2**25
 
 
 def backend_names() -> tuple[str, ...]:
@@ -52,12 +59,22 @@ def available_backends() -> list[str]:
     return [n for n in ordered if unavailable_reason(n) is None]
 
 
-def get_backend(name: str = "auto") -> Backend:
-    """The backend called ``name`` ("auto": the best available), or a clear error."""
+def auto_backend(step_work: int | None = None) -> str:
+    """The best available backend for steps of ``step_work`` multiply-adds: cupy only from
+    GPU_MIN_STEP_WORK; without a size, the best CPU backend."""
+    names = available_backends()
+    if "cupy" in names and step_work is not None and step_work >= GPU_MIN_STEP_WORK:
+        return "cupy"
+    return next(n for n in names if n != "cupy")
+
+
+def get_backend(name: str = "auto", *, step_work: int | None = None) -> Backend:
+    """The backend called ``name`` ("auto": the best available for steps of ``step_work``
+    multiply-adds, see auto_backend), or a clear error."""
     if not isinstance(name, str):
         raise TypeError(f"backend must be a string such as 'numpy', got {type(name).__name__}")
     if name == "auto":
-        name = available_backends()[0]
+        name = auto_backend(step_work)
     if name not in _REGISTRY:
         raise ValueError(
             f"unknown backend {name!r}: {unavailable_reason(name)}; "
