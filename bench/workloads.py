@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,6 +21,8 @@ class Workload:
     lr: float
     inference: bool = False  # time predict_proba on N_INFERENCE rows instead of an epoch
     activation: str = "relu"
+    dropout: float = 0.0  # the hidden layers' dropout rate
+    schedule: str | None = None  # fastnn.schedule's name, over the whole timed run
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -50,6 +52,15 @@ WORKLOADS = {
         Workload("fullbatch", (10,), N_TRAIN, "sgd", 0.1),
         Workload("inference", (128,), 128, "sgd", 0.1, inference=True),
     ]
+}
+
+# What dropout (0.2) and a cosine schedule cost an epoch of fastnn-numba: small (784-128-10,
+# the fused kernel) and medium (784-256-128-10, BLAS layers), each on and off side by side
+# (bench/test_bench.py's test_dropout_schedule_cost)
+DROPOUT_WORKLOADS = {
+    f"{base}-dropout-{mode}": replace(WORKLOADS[base], name=f"{base}-dropout-{mode}", **settings)
+    for base in ("small", "medium")
+    for mode, settings in (("off", {}), ("on", {"dropout": 0.2, "schedule": "cosine"}))
 }
 
 

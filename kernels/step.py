@@ -1,8 +1,8 @@
 """Whole-minibatch fused training for networks with one hidden layer (D -> H -> C).
 
 ``fused_batches(X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, output,
-adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, alpha, step, s1,
-s2, s3, s4, q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
+adam, rates, momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, alpha,
+dropout, seed, step, s1, s2, s3, s4, q1, q2, q3, q4, T, S) -> (loss_sum, correct, step)``
 
 Trains the consecutive minibatches of ``batch`` rows (the last may be smaller) taken from rows
 ``index[start:stop]`` (or ``start:stop`` when not ``use_index``) of X (N, D) and y: labels
@@ -40,7 +40,19 @@ moment; unused slots may be empty arrays of the right rank. The weights' gradien
 ``loss_sum`` is the sum of the per-sample losses (with alpha, plus each step's alpha / 2 *
 |W|^2 of the weights before it, as the reference's), ``correct`` the number of rows whose
 argmax logit is the label (0 for a regression), ``step`` the optimizer's step counter after
-the last update.
+the last update (``step`` before the first).
+
+``rates`` (float64, one per step of the call: ceil((stop - start) / batch)) is each update's
+learning rate, the schedule's rate of update number step + k for the call's k-th step
+(fastnn/optim.py's Optimizer.rate), so that a run split over several calls trains as one.
+With ``dropout`` > 0 each step drops hidden units as fastnn/dropout.py's hash of (``seed``,
+the step's number, layer 0, the row's place in its minibatch, the unit) says
+(kernels/dropout.py's dropout_rows, on the rows of each SPAN as it goes): the logits and W2's
+gradient see hid * mask, and the hidden gradient is ((dz @ W2.T) * mask) * act'(hid) with
+act' from the activations before the mask, the reference's order. The masks follow the rows'
+places in the minibatch, never a tile's, so the result stays the same at any thread count;
+without dropout the kernel runs the code it ran before (one branch per SPAN of rows, one per
+register block of the hidden gradient).
 
 fused_batches itself is plain numpy (the flat padded copies and the buffers, kept between a
 thread's calls of the same small shapes) around one compiled kernel, fused_steps, that each
@@ -66,6 +78,7 @@ from fastnn.kernels.activations import (
     vrelu,
 )
 from fastnn.kernels.atomic import SPINS, fetch_add, load, yield_core
+from fastnn.kernels.dropout import dropout_rows, layer_key
 from fastnn.kernels.optim import update_span
 from fastnn.kernels.simd import (
     BYTES,
@@ -86,6 +99,8 @@ from fastnn.kernels.simd import (
 from fastnn.kernels.target import VECTOR_REGISTERS
 from fastnn.kernels.team import linger, team
 from numba import njit
+
+from fastnn.dropout import threshold
 
 FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
 
@@ -174,8 +189,13 @@ def _col_relu(col):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _col_backward(col, hid, ks, P, j, code, one):
-    """col * act'(hid's column at rows ks, j), and the column's sum over its 4 rows."""
+def _col_backward(col, hid, keep, dropping, ks, P, j, code, one):
+    """col * act'(hid's column at rows ks, j), and the column's sum over its 4 rows; when
+    ``dropping``, col is first multiplied by keep's column (the dropout mask), as the
+    reference multiplies the gradient by the mask before act'."""
+    if dropping:
+        k = _rows_load(keep, ks, P, j)
+        col = vmul(col[0], k[0]), vmul(col[1], k[1]), vmul(col[2], k[2]), vmul(col[3], k[3])
     y = _rows_load(hid, ks, P, j)
     a = vmul(col[0], vderivative_from_output(y[0], code, one))
     b = vmul(col[1], vderivative_from_output(y[1], code, one))
@@ -390,9 +410,10 @@ def _live_rows(dhid, H, m, rows, live):
 
 
 @njit(fastmath=FASTMATH, **KERNEL)
-def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
+def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1, keep, dropping):
     """dhid[i] = (dz[i, :C] @ W2T) * act'(hid[i]) for i < m (a multiple of 4), its column sums
-    added to gb1; blocked as _forward_rows."""
+    added to gb1; blocked as _forward_rows. When ``dropping``, dhid[i] = ((dz[i, :C] @ W2T) *
+    keep[i]) * act'(hid[i]): keep is the dropout mask, hid the activations before it."""
     P = hid.shape[1]
     W = lanes(hid)
     one, zero = vsplat(hid.dtype.type(1)), vsplat(hid.dtype.type(0))
@@ -405,13 +426,13 @@ def _backward_rows(dz, C, m, W2T, hid, code, dhid, gb1):
             ks = b, b + 1, b + 2, b + 3
             u = v = w = _col_splat(zero)
             u, v, w = _rows_block(dz, ks, 0, C, W2T, P, j0, j1, j2, width, u, v, w)
-            u, t0 = _col_backward(u, hid, ks, P, j0, code, one)
-            v, t1 = _col_backward(v, hid, ks, P, j1, code, one)
+            u, t0 = _col_backward(u, hid, keep, dropping, ks, P, j0, code, one)
+            v, t1 = _col_backward(v, hid, keep, dropping, ks, P, j1, code, one)
             _rows_store(dhid, ks, P, j0, u)
             _rows_store(dhid, ks, P, j1, v)
             s0, s1 = vadd(s0, t0), vadd(s1, t1)
             if width == 3:
-                w, t2 = _col_backward(w, hid, ks, P, j2, code, one)
+                w, t2 = _col_backward(w, hid, keep, dropping, ks, P, j2, code, one)
                 _rows_store(dhid, ks, P, j2, w)
                 s2 = vadd(s2, t2)
         vstore(gb1, j0, vadd(vload(gb1, j0), s0))
@@ -572,13 +593,15 @@ def _activate_rows(hid, H, m, code):
             hid[i, j] = activate(hid[i, j], code)
 
 
-def _workspace(dtype, T, S, size, HP, C, CP, narrow, output):
+def _workspace(dtype, T, S, size, HP, C, CP, narrow, output, dropping):
     """fused_steps' buffers: per tile a flat gradient of every parameter; per thread the
     tile's activations, their gradients, dL/dlogits and row numbers; the rows of a tile; per
     thread its live rows (_live_rows); per tile loss and hit counts; per thread W2 (HP, CP)
     for the logits; their padding mask (0 for the C outputs, then -inf, or 0 for the squared
     error); per thread a row of regression targets (padding lanes 0); per update chunk, the
-    sum of its weights' squares (the alpha penalty)."""
+    sum of its weights' squares (the alpha penalty); per thread, when ``dropping``, the
+    tile's activations times the dropout mask, and the mask (else 0 rows each)."""
+    drop_rows = SPAN if dropping else 0
     mask = _aligned((CP,), dtype)
     mask[C:] = 0 if output == OUTPUT_CODES["identity"] else -np.inf
     return (
@@ -595,6 +618,8 @@ def _workspace(dtype, T, S, size, HP, C, CP, narrow, output):
         mask,
         _aligned((T, CP), dtype),
         np.zeros(-(-size // UPDATE_CHUNK)),
+        _aligned((T, drop_rows, HP), dtype, zero=False),
+        _aligned((T, drop_rows, HP), dtype, zero=False),
     )  # a narrow network's tiles leave W1's padding units unwritten: their gradient stays 0
 
 
@@ -674,13 +699,18 @@ def narrow_layer(D: int, H: int, dtype) -> bool:
 
 
 def fused_batches(
-    X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, output, adam, lr,
-    momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, alpha, step, s1, s2, s3,
-    s4, q1, q2, q3, q4, T, S,
+    X, y, index, use_index, start, stop, batch, W1, b1, W2, b2, code, output, adam, rates,
+    momentum, nesterov, use_velocity, beta1, beta2, eps, weight_decay, alpha, dropout, seed,
+    step, s1, s2, s3, s4, q1, q2, q3, q4, T, S,
 ):  # fmt: skip
     """See the module's docstring: the parameters and their optimizer slots as flat, padded
     working copies (_views), buffers for fused_steps, and the results copied back. Plain
     numpy, so that only the steps themselves are compiled."""
+    steps = -(-(stop - start) // batch)
+    rates = np.ascontiguousarray(rates, dtype=np.float64)
+    if rates.shape != (steps,):
+        raise ValueError(f"fused_batches needs {steps} learning rates, got {rates.shape}")
+    dropping = dropout > 0
     D, H = W1.shape
     C = W2.shape[1]
     W = BYTES // W1.itemsize
@@ -689,7 +719,7 @@ def fused_batches(
     slots = ((W1, b1, W2, b2), (s1, s2, s3, s4), (q1, q2, q3, q4))
     used = tuple(bool(p[0].size) for p in slots)
     segments, flats, views, work = _buffers(W1.dtype, T, S, D, H, C, HP, CP, narrow, used,
-                                            output)  # fmt: skip
+                                            output, dropping)  # fmt: skip
     for flat, v, params in zip(flats, views, slots, strict=True):
         flat[...] = 0  # the padding too: a diverged call may have left NaN there
         _exchange(v, *params, narrow, True)
@@ -698,10 +728,13 @@ def fused_batches(
     loss_t[...] = 0
     correct_t[...] = 0
     penalty[...] = 0
-    sync = np.zeros((-(-(stop - start) // batch) * 4 + 1) * SYNC, dtype=np.int64)
+    sync = np.zeros((steps * 4 + 1) * SYNC, dtype=np.int64)
+    # the hash's threshold and scale as fastnn.dropout's keep_mask takes them, the seed modulo
+    # 2**32 as its mix32 does
+    least, scale = (threshold(dropout), 1.0 / (1.0 - dropout)) if dropping else (0, 1.0)
     args = (X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H,
-            C, narrow, code, output, adam, lr, momentum, nesterov, use_velocity, beta1, beta2,
-            eps, weight_decay, alpha, step)  # fmt: skip
+            C, narrow, code, output, adam, rates, momentum, nesterov, use_velocity, beta1, beta2,
+            eps, weight_decay, alpha, dropping, seed & 0xFFFFFFFF, least, scale, step)  # fmt: skip
     errors = []
 
     def failed(e):  # a helper's exception: the other threads stop waiting for it
@@ -730,12 +763,12 @@ _kept = threading.local()  # per thread: the key and buffers of its last call, w
 KEEP_BYTES = 1 << 22
 
 
-def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used, output):
+def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used, output, dropping):
     """(segments, flat padded arrays for the parameters and the two optimizer slots (empty
     where not ``used``), their _views, _workspace): new, or this thread's from its previous
     call of the same shapes where they take at most KEEP_BYTES. A short call (a digits
     epoch: 8 steps in 0.3 ms) spent a fifth of its time allocating them."""
-    key = (np.dtype(dtype), T, S, D, H, C, narrow, used, output)
+    key = (np.dtype(dtype), T, S, D, H, C, narrow, used, output, dropping)
     kept = getattr(_kept, "last", None)
     if kept is not None and kept[0] == key:
         return kept[1]
@@ -743,7 +776,7 @@ def _buffers(dtype, T, S, D, H, C, HP, CP, narrow, used, output):
     size = int(segments[4])
     flats = tuple(_aligned((size if u else 0,), dtype) for u in used)
     views = tuple(_views(f, D, H, C, narrow) if f.size else () for f in flats)
-    work = _workspace(dtype, T, S, size, HP, C, CP, narrow, output)
+    work = _workspace(dtype, T, S, size, HP, C, CP, narrow, output, dropping)
     buffers = segments, flats, views, work
     nbytes = sum(a.nbytes for a in (*flats, *work))
     _kept.last = (key, buffers) if nbytes <= KEEP_BYTES else None
@@ -769,25 +802,28 @@ def _wait(sync, i, target):
 @njit(nogil=True, fastmath=FASTMATH, **KERNEL)
 def fused_steps(
     X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H, C,
-    narrow, code, output, adam, lr, momentum, nesterov, use_velocity, beta1, beta2, eps,
-    weight_decay, alpha, step, t, T, S, work, sync, board, job,
+    narrow, code, output, adam, rates, momentum, nesterov, use_velocity, beta1, beta2, eps,
+    weight_decay, alpha, dropping, seed, least, scale, step, t, T, S, work, sync, board, job,
 ):  # fmt: skip
     """Thread t of the T that run the steps of fused_batches together (kernels/team.py: job
     ``job`` of its ``board``, where a helper lingers at the end) on its flat
     parameters, slots and buffers (``work``, from _workspace); the step counter after the last
-    step. Each step the threads claim its tiles one at a time (sync: four counters a step),
-    wait until every tile is done, claim chunks of the parameters to sum the tiles'
-    gradients over and update, and wait until every chunk is. Work is claimed, never
-    assigned, so a thread that starts late (a helper thread waking up) takes what is left
-    and holds nobody up. A plain function on threads of fastnn's own rather than numba's
-    parallel loops: numba's parfor passes more than doubled the compile time (7.5 s serial,
-    14.2 s with prange, on a 2-core Zen 4)."""
+    step. The k-th step of the call updates at rates[k]; with ``dropping``, its masks are
+    dropout_rows' of the layer key of (``seed`` modulo 2**32, its step number), keeping the
+    units whose hash is at least ``least``, scaled by ``scale``. Each step the threads claim
+    its tiles one at a time (sync: four counters a step), wait until every tile is done,
+    claim chunks of the parameters to sum the tiles' gradients over and update, and wait
+    until every chunk is. Work is claimed, never assigned, so a thread that starts late (a
+    helper thread waking up) takes what is left and holds nobody up. A plain function on
+    threads of fastnn's own rather than numba's parallel loops: numba's parfor passes more
+    than doubled the compile time (7.5 s serial, 14.2 s with prange, on a 2-core Zen 4)."""
     slots = adam or use_velocity
     size = segments[4]
     W1p, b1p, W2T, b2p = _views(theta, D, H, C, narrow)
     HP, CP = b1p.size, b2p.size
     grad, hid, dhid, dz, rows, tile_rows, live, loss_t, correct_t, W2ps, mask, targets = work[:12]
     penalty = work[12]  # per update chunk: its weights' squares, summed over the steps
+    hid_kept, keep = work[13], work[14]  # dropout: hid times the mask, and the mask
     W2p = W2ps[t]
     _transpose_into(W2p, W2T, H, C)
     most = max(S, min(TILES_PER_THREAD * S, PARTIAL_BYTES // (size * theta.itemsize)))
@@ -796,7 +832,9 @@ def fused_steps(
         n = min(batch, stop - b_start)
         inv_n = 1.0 / n
         tsize, tiles = _tiles(n, most)
-        counters = (b_start - start) // batch * 4 * SYNC
+        number = (b_start - start) // batch  # of the step in this call
+        counters = number * 4 * SYNC
+        key = layer_key(seed, step, 0)  # the hidden layer's dropout masks in this step
         while True:  # claim the next tile
             k = fetch_add(sync, counters + CLAIMED, 1)
             if k >= tiles:
@@ -819,14 +857,20 @@ def fused_steps(
                     _forward_rows(X, rows[t], m8, W1p, b1p, code == RELU, hid[t])
                 if narrow or (code != RELU and code != IDENTITY):
                     _activate_rows(hid[t], H, m8, code)
+                seen = hid[t]  # what the output layer sees: hid, or hid times the mask
+                if dropping:  # by the rows' places in the minibatch, s0 - b_start on
+                    dropout_rows(hid[t], m8, H, s0 - b_start, key, least, scale, hid_kept[t],
+                                 keep[t])  # fmt: skip
+                    seen = hid_kept[t]
                 if y.ndim == 1:  # labels; numba compiles only the branch of y's rank
-                    _softmax_xent(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n,
+                    _softmax_xent(seen, H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n,
                                   dz[t], gb2, loss_t[k], correct_t[k])  # fmt: skip
                 else:
-                    _regression_loss(hid[t], H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n,
+                    _regression_loss(seen, H, W2p, b2p, mask, C, y, rows[t], m, m8, inv_n,
                                      output, targets[t], dz[t], gb2, loss_t[k])  # fmt: skip
-                _rank_update(dz[t], tile_rows, C, m8, hid[t], tile_rows, gW2, s0 == first)
-                _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1)
+                _rank_update(dz[t], tile_rows, C, m8, seen, tile_rows, gW2, s0 == first)
+                _backward_rows(dz[t], C, m8, W2T, hid[t], code, dhid[t], gb1, keep[t],
+                               dropping)  # fmt: skip
                 if narrow:  # gW1 is (HP, D): a unit's gradient is a sum of input rows
                     n_live = _live_rows(dhid[t], H, m8, rows[t], live[t])
                     _rank_update(dhid[t], live[t, 0], H, n_live, X, live[t, 1], gW1,
@@ -860,8 +904,9 @@ def fused_steps(
                     penalty[q] += squares
                 if a < b:
                     update_span(theta, grad[0], theta_s if slots else theta,
-                                theta_q if adam else theta, a, b, adam, lr, momentum, nesterov,
-                                use_velocity, beta1, beta2, eps, decay, c1, c2)  # fmt: skip
+                                theta_q if adam else theta, a, b, adam, rates[number],
+                                momentum, nesterov, use_velocity, beta1, beta2, eps, decay, c1,
+                                c2)  # fmt: skip
             fetch_add(sync, counters + UPDATED, 1)
         if not _wait(sync, counters + UPDATED, chunks):
             return step

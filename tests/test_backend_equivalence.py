@@ -2,10 +2,12 @@
 
 float64 must agree within 1e-9 relative norm, float32 within 1e-4, on random shapes: batch 1,
 ragged last batches, width 1, odd sizes, 1 to 4 hidden layers, every activation and optimizer,
-softmax classification and both regressions (identity, exp).
+softmax classification and both regressions (identity, exp); with dropout (bit for bit the
+reference's masks) and each learning-rate schedule.
 """
 
 import dataclasses
+import functools
 import re
 import threading
 
@@ -16,9 +18,11 @@ from hypothesis import strategies as st
 
 from fastnn.backends import available_backends, backend_names, get_backend
 from fastnn.backends.base import HIDDEN_ACTIVATIONS, REGRESSION_OUTPUTS
+from fastnn.dropout import MASK32, MIX1, MIX2, SEED_SALT, keep_mask, layer_key, mix32
 from fastnn.errors import TrainingDiverged
 from fastnn.model import init_params
 from fastnn.optim import Optimizer, init_state
+from fastnn.schedule import Schedule
 from fastnn.train import train
 
 REFERENCE = get_backend("numpy")
@@ -47,6 +51,31 @@ SHAPES = {
     "2-layers": ((17, 9, 6, 5), 16, 41),
     "4-layers": ((8, 5, 1, 7, 3, 2), 3, 14),
 }
+
+# dropout with each schedule, over about 20 steps (past the schedule's end: its last rate)
+DROPOUT = 0.3
+SCHEDULES = {
+    "constant-warmup": Schedule("constant", 18, warmup_steps=5),
+    "cosine": Schedule("cosine", 18, warmup_steps=2),
+    "onecycle": Schedule("onecycle", 18),
+}
+SCHEDULE_OPTIMIZERS = {"constant-warmup": "nesterov", "cosine": "adam", "onecycle": "momentum"}
+# seeds and step numbers about 2**32, where the hash takes them modulo 2**32
+HASH_SEEDS = (0, 1, 12345, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**32 + 7, 2**40 + 3, -1)
+HASH_STEPS = (0, 1, 2, 999, 2**31, 2**32 - 2, 2**32 - 1, 2**32, 2**33 + 5)
+# dropout trajectories: SHAPES' and 784 inputs, over a narrow layer (numba's _forward_dots on
+# every target and dtype) and a wider one (_forward_rows)
+DROPOUT_SHAPES = {
+    **{name: SHAPES[name] for name in ("fused-ragged", "fused-batch1", "fused-tiles",
+                                       "fused-narrow", "fused-triples", "wide-1-layer",
+                                       "2-layers")},
+    "fused-784-narrow": ((784, 5, 10), 16, 75),
+    "fused-784": ((784, 37, 10), 32, 101),
+}  # fmt: skip
+# 784 inputs in [0, 1) take a fifth of OPTIMIZERS' rates: at the full rate Nesterov momentum
+# diverged with identity units (loss 3 -> 115 in 20 steps), where float32 rounding grows
+# chaotically (numpy's float32 run 2e-4 from its float64 run)
+WIDE_INPUTS, WIDE_INPUTS_LR = 784, 0.2
 
 
 @pytest.fixture(params=FAST)
@@ -90,9 +119,48 @@ def random_problem(rng, sizes, rows, dtype, output="softmax"):
     return X, y, params
 
 
-def optimizer(opt_name, output):
-    opt = OPTIMIZERS[opt_name]
-    return opt if output == "softmax" else dataclasses.replace(opt, lr=opt.lr * REGRESSION_LR)
+def optimizer(opt_name, output, inputs=0, **changes):
+    """OPTIMIZERS[opt_name] with ``changes``, at a lower rate for a regression and for
+    ``inputs`` of WIDE_INPUTS or more."""
+    opt = dataclasses.replace(OPTIMIZERS[opt_name], **changes)
+    lr = opt.lr * (WIDE_INPUTS_LR if inputs >= WIDE_INPUTS else 1.0)
+    return dataclasses.replace(opt, lr=lr if output == "softmax" else lr * REGRESSION_LR)
+
+
+def bits(a):
+    """An array's bits, to compare bit for bit (NaN payloads and the sign of zero included)."""
+    a = np.ascontiguousarray(a)
+    return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
+
+
+def run_training(be, X, y, params, opt, activation, batch, steps, output="softmax", seed=9):
+    """``steps`` or a few more optimizer steps (whole shuffled epochs) from ``params``: the
+    parameters and optimizer slots after them, the step counter, the epochs' losses."""
+    epochs = -(-steps // -(-X.shape[0] // batch))
+    ps = [be.asarray(p.copy()) for p in params]
+    state = init_state(be, opt, ps)
+    history = train(be, ps, state, be.asarray(X), be.asarray(y), activation=activation, opt=opt,
+                    epochs=epochs, batch_size=batch, shuffle=True,
+                    rng=np.random.default_rng(seed), output=output)  # fmt: skip
+    slots = [be.to_numpy(s) for name in opt.slot_names for s in state.slots[name]]
+    return to_numpy(be, ps) + slots, state.step, [h.loss for h in history]
+
+
+def assert_trajectory_close(got, ref, dtype, exact):
+    """A backend's trajectory (run_training's) against the reference's, float64 within 1e-9,
+    float32 within 1e-4 or, where float32 rounding grows along the trajectory, as close to the
+    float64 trajectory (``exact()``) as numpy's float32 run, within 3x."""
+    assert got[1] == ref[1] >= 20
+    assert_close(got[2], ref[2], dtype)
+    for i, (g, r) in enumerate(zip(got[0], ref[0], strict=True)):
+        if dtype == np.float64 or rel_err(g, r) <= TOLERANCE[dtype]:
+            assert_close(g, r, dtype)
+            continue
+        # Some trajectories amplify float32 rounding past 1e-4 (nesterov sigmoid at width
+        # 520: numpy's own float32 run is 4e-5 from float64): then the backend's float32 run
+        # must be as close to the float64 trajectory as numpy's float32 run, within 3x.
+        e = exact()[0][i]
+        assert rel_err(g, e) <= 3 * rel_err(r, e), (i, rel_err(g, r), rel_err(g, e), rel_err(r, e))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -212,39 +280,179 @@ def test_twenty_step_trajectory(backend, dtype, opt_name, activation, shape, out
     sizes, batch, rows = SHAPES[shape]
     X, y, params = random_problem(np.random.default_rng(5), sizes, rows, dtype, output)
     opt = optimizer(opt_name, output)
-    epochs = -(-20 // -(-rows // batch))
 
     def run(be, X, params):
-        ps = [be.asarray(p.copy()) for p in params]
-        state = init_state(be, opt, ps)
-        history = train(be, ps, state, be.asarray(X), be.asarray(y), activation=activation,
-                        opt=opt, epochs=epochs, batch_size=batch, shuffle=True,
-                        rng=np.random.default_rng(9), output=output)  # fmt: skip
-        slots = [be.to_numpy(s) for name in opt.slot_names for s in state.slots[name]]
-        return to_numpy(be, ps) + slots, state.step, [h.loss for h in history]
+        return run_training(be, X, y, params, opt, activation, batch, 20, output)
 
     try:
-        ref, ref_step, ref_loss = run(REFERENCE, X, params)
+        ref = run(REFERENCE, X, params)
     except TrainingDiverged as e:  # deep identity networks can: then at the same batch
         assert output == "softmax", "a regression's learning rate diverges: lower it"
         with pytest.raises(TrainingDiverged, match=re.escape(str(e))):
             run(backend, X, params)
         return
-    got, got_step, got_loss = run(backend, X, params)
-    assert got_step == ref_step >= 20
-    assert_close(got_loss, ref_loss, dtype)
-    exact = None
-    for i, (g, r) in enumerate(zip(got, ref, strict=True)):
-        if dtype == np.float64 or rel_err(g, r) <= TOLERANCE[dtype]:
+    exact = functools.partial(run, REFERENCE, X.astype(np.float64),
+                              [p.astype(np.float64) for p in params])  # fmt: skip
+    assert_trajectory_close(run(backend, X, params), ref, dtype, functools.cache(exact))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 520), (130, 33)])
+def test_dropout_masks_bit_for_bit(backend, dtype, shape):
+    """The dropout verb draws the reference's masks bit for bit, at seeds and steps about
+    2**32 too, and multiplies: NaN and infinity times a dropped unit's 0 are NaN."""
+    rng = np.random.default_rng(shape[0] * shape[1])
+    h = rng.normal(size=shape).astype(dtype)
+    for k, special in enumerate((np.inf, -np.inf, -0.0, np.nan)):
+        h.flat[7 * k % h.size] = special
+    cases = [(seed, step, layer, rate) for seed in HASH_SEEDS for step in HASH_STEPS[::2]
+             for layer, rate in ((0, 0.3), (3, 0.9))]  # fmt: skip
+    cases += [(int(rng.integers(0, 2**63)), int(rng.integers(0, 2**40)), 1, float(rate))
+              for rate in rng.uniform(0.01, 0.99, 6)]  # fmt: skip
+    for seed, step, layer, rate in cases:
+        out, mask = backend.dropout(backend.asarray(h), seed, step, layer, rate)
+        with np.errstate(invalid="ignore"):  # infinity times 0
+            ref_out, ref_mask = REFERENCE.dropout(h, seed, step, layer, rate)
+        out, mask = backend.to_numpy(out), backend.to_numpy(mask)
+        assert out.dtype == mask.dtype == dtype and out.shape == mask.shape == shape
+        assert np.array_equal(bits(mask), bits(ref_mask)), (seed, step, layer, rate)
+        assert np.array_equal(bits(out), bits(ref_out)), (seed, step, layer, rate)
+        assert np.array_equal(ref_mask, keep_mask(np, seed, step, layer, shape, rate, dtype))
+    with np.errstate(invalid="ignore"):
+        out = backend.dropout(backend.asarray(np.full((1, 64), np.inf, dtype)), 0, 0, 0, 0.5)[0]
+    out = backend.to_numpy(out)
+    assert np.isnan(out).any() and np.isinf(out).any()
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("shape", list(DROPOUT_SHAPES))
+def test_loss_and_gradients_with_dropout(backend, dtype, activation, shape, output):
+    """Loss, hits and gradients with dropout (seed and step past 2**32): the reference's."""
+    sizes, _, rows = DROPOUT_SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(11), sizes, rows, dtype, output)
+    drop = dict(dropout=DROPOUT, seed=2**32 + 5, step=2**32 - 1)
+    ref = REFERENCE.loss_and_grads(params, X, y, activation, output, **drop)
+    got = backend.loss_and_grads([backend.asarray(p) for p in params], backend.asarray(X),
+                                 backend.asarray(y), activation, output, **drop)  # fmt: skip
+    assert_loss_close(got[0], ref[0], dtype)
+    assert int(got[1]) == int(ref[1])
+    for g, r in zip(got[2], ref[2], strict=True):
+        assert_close(backend.to_numpy(g), r, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("shape", ["fused-ragged", "fused-784", "2-layers"])
+def test_train_step_with_dropout_and_schedule(backend, dtype, schedule, shape):
+    """train_step, one minibatch at a time, and train_batches (numba's fused kernel where the
+    shape fuses), from step 2**32 - 2 on (the masks' step wraps to 0): each step's rate and
+    masks are those of state.step before it, as the reference's."""
+    sizes, batch, rows = DROPOUT_SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(2), sizes, rows, dtype)
+    opt = optimizer(
+        SCHEDULE_OPTIMIZERS[schedule],
+        "softmax",
+        sizes[0],
+        dropout=DROPOUT,
+        dropout_seed=3,
+        schedule=dataclasses.replace(SCHEDULES[schedule], total_steps=2**32 + 2),
+    )
+    first = 2**32 - 2
+
+    def run(be, batches):
+        ps = [be.asarray(p.copy()) for p in params]
+        state = init_state(be, opt, ps)
+        state.step = first
+        Xd, yd = be.asarray(X), be.asarray(y)
+        if batches:
+            loss = float(be.train_batches(ps, state, Xd, yd, None, 0, rows, batch, "relu",
+                                          opt)[0])  # fmt: skip
+        else:
+            loss = sum(float(be.train_step(ps, state, Xd[lo : lo + batch], yd[lo : lo + batch],
+                                           "relu", opt)[0]) * len(yd[lo : lo + batch])
+                       for lo in range(0, rows, batch))  # fmt: skip
+        assert state.step == first + -(-rows // batch)
+        return to_numpy(be, ps), loss
+
+    ref, ref_loss = run(REFERENCE, False)
+    for batches in (False, True):
+        got, got_loss = run(backend, batches)
+        assert_loss_close(got_loss / rows, ref_loss / rows, dtype)
+        for g, r in zip(got, ref, strict=True):
             assert_close(g, r, dtype)
-            continue
-        # Some trajectories amplify float32 rounding past 1e-4 (nesterov sigmoid at width
-        # 520: numpy's own float32 run is 4e-5 from float64): then the backend's float32 run
-        # must be as close to the float64 trajectory as numpy's float32 run, within 3x.
-        if exact is None:
-            exact = run(REFERENCE, X.astype(np.float64), [p.astype(np.float64) for p in params])
-        e = exact[0][i]
-        assert rel_err(g, e) <= 3 * rel_err(r, e), (i, rel_err(g, r), rel_err(g, e), rel_err(r, e))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("shape", list(DROPOUT_SHAPES))
+def test_dropout_and_schedule_trajectory(backend, dtype, activation, schedule, shape):
+    """About 20 steps of training with dropout and a schedule (each with an optimizer of its
+    own), shuffled, ragged last batch, over several calls (one per epoch: the step counter
+    continues): the reference's."""
+    sizes, batch, rows = DROPOUT_SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(5), sizes, rows, dtype)
+    opt = optimizer(SCHEDULE_OPTIMIZERS[schedule], "softmax", sizes[0],
+                    schedule=SCHEDULES[schedule], dropout=DROPOUT,
+                    dropout_seed=2**32 - 1)  # fmt: skip
+    ref = run_training(REFERENCE, X, y, params, opt, activation, batch, 20)
+    no_dropout = run_training(REFERENCE, X, y, params, dataclasses.replace(opt, dropout=0.0),
+                              activation, batch, 20)  # fmt: skip
+    if REFERENCE.linear(X, params[0], params[1], activation).any():  # unless all relu's dead
+        assert rel_err(no_dropout[0][0], ref[0][0]) > 10 * TOLERANCE[dtype]
+    exact = functools.cache(lambda: run_training(
+        REFERENCE, X.astype(np.float64), y, [p.astype(np.float64) for p in params], opt,
+        activation, batch, 20))  # fmt: skip
+    got = run_training(backend, X, y, params, opt, activation, batch, 20)
+    assert_trajectory_close(got, ref, dtype, exact)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("output", REGRESSION_OUTPUTS)
+@pytest.mark.parametrize("shape", ["fused-ragged", "fused-tiles", "2-layers"])
+def test_dropout_and_schedule_regression_trajectory(backend, dtype, output, shape):
+    """The regressions' losses (numba's fused kernel compiles them apart) with dropout 0.5
+    and a cosine schedule: the reference's trajectory."""
+    sizes, batch, rows = DROPOUT_SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(5), sizes, rows, dtype, output)
+    opt = optimizer("adam", output, schedule=SCHEDULES["cosine"], dropout=0.5, dropout_seed=7)
+    ref = run_training(REFERENCE, X, y, params, opt, "tanh", batch, 20, output)
+    exact = functools.cache(lambda: run_training(
+        REFERENCE, X.astype(np.float64), y.astype(np.float64),
+        [p.astype(np.float64) for p in params], opt, "tanh", batch, 20, output))  # fmt: skip
+    got = run_training(backend, X, y, params, opt, "tanh", batch, 20, output)
+    assert_trajectory_close(got, ref, dtype, exact)
+
+
+@pytest.mark.parametrize("shape", ["fused-tiles", "fused-784", "2-layers"])
+def test_dropout_and_schedule_resume_in_two_calls(backend, shape):
+    """A run of steps split into two calls, the second from the first's step counter (as a
+    resumed run continues): bit for bit the parameters and slots of one call."""
+    sizes, batch, rows = DROPOUT_SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(4), sizes, rows, np.float32)
+    opt = optimizer("adam", "softmax", sizes[0], schedule=SCHEDULES["onecycle"], dropout=DROPOUT,
+                    dropout_seed=11)  # fmt: skip
+    index = backend.asarray(np.random.default_rng(0).permutation(rows))
+    split = (-(-rows // batch) // 2) * batch
+    Xd, yd = backend.asarray(X), backend.asarray(y)
+    results = []
+    for stops in ((rows,), (split, rows)):
+        ps = [backend.asarray(p.copy()) for p in params]
+        state = init_state(backend, opt, ps)
+        start = 0
+        for stop in stops:  # a resumed run: parameters and state restored as new arrays
+            ps, state = [p.copy() for p in ps], state.copy()
+            backend.train_batches(ps, state, Xd, yd, index, start, stop, batch, "relu", opt)
+            start = stop
+        assert state.step == -(-rows // batch)
+        results.append(
+            to_numpy(backend, ps)
+            + [backend.to_numpy(a) for a in state.slots["m"] + state.slots["v"]]
+        )
+    for a, b in zip(*results, strict=True):
+        assert np.array_equal(bits(a), bits(b))
 
 
 @settings(max_examples=40, deadline=None)
@@ -274,7 +482,9 @@ def test_kernels_property_based(n, c, scale, seed, dtype):
         )
         np.testing.assert_allclose(be.to_numpy(d), ref_d, atol=TOLERANCE[dtype])
         for act in HIDDEN_ACTIVATIONS:
-            got = be.to_numpy(be.linear(be.asarray(logits / scale), W, b, act))
+            got = be.to_numpy(
+                be.linear(be.asarray(logits / scale), be.asarray(W), be.asarray(b), act)
+            )
             assert_close(got, REFERENCE.linear(logits / scale, W, b, act), dtype)
 
 
@@ -375,7 +585,7 @@ def test_numba_kernels_are_cached_on_disk():
     for shape in ("fused-ragged", "2-layers"):  # both paths, so every kernel compiles
         sizes, batch, rows = SHAPES[shape]
         X, y, params = random_problem(np.random.default_rng(0), sizes, rows, np.float32)
-        for opt in (OPTIMIZERS["momentum"], OPTIMIZERS["adam"]):
+        for opt in (OPTIMIZERS["momentum"], dataclasses.replace(OPTIMIZERS["adam"], dropout=0.5)):
             ps = [p.copy() for p in params]
             train(be, ps, init_state(be, opt, ps), X, y, activation="relu", opt=opt, epochs=1,
                   batch_size=batch, shuffle=False, rng=np.random.default_rng(0))  # fmt: skip
@@ -499,3 +709,64 @@ def test_numba_fused_regression_matches_numpy_on_any_thread_count(output):
     for a, b, e in zip(one, two, expected, strict=True):
         np.testing.assert_array_equal(a, b)
         assert_close(a, e, np.float64)
+
+
+def test_numba_dropout_hash_matches_fastnn_dropout():
+    """kernels/dropout.py's copy of the hash: fastnn.dropout's constants, mix32 on every
+    32-bit corner and random values, and layer keys of seeds and steps about 2**32."""
+    pytest.importorskip("numba")
+    from fastnn.kernels import dropout as kernel
+
+    constants = (kernel.MIX1, kernel.MIX2, kernel.SEED_SALT, kernel.MASK32)
+    assert tuple(map(int, constants)) == (MIX1, MIX2, SEED_SALT, MASK32)
+    rng = np.random.default_rng(0)
+    values = [0, 1, 2, 2**15, 2**16 - 1, 2**16, 2**31 - 1, 2**31, 2**32 - 2, 2**32 - 1, 2**32,
+              2**32 + 1, 2**40 + 12345, *map(int, rng.integers(0, 2**32, 2000))]  # fmt: skip
+    for v in values:
+        assert int(kernel.mix32(v)) == mix32(v), v
+    for seed in HASH_SEEDS:
+        for step in HASH_STEPS:
+            for layer in (0, 1, 2, 7):
+                got = kernel.layer_key(seed & 0xFFFFFFFF, step & 0xFFFFFFFF, layer)
+                assert int(got) == layer_key(seed, step, layer), (seed, step, layer)
+
+
+def test_numba_dropout_shapes_take_the_fused_kernel_both_ways():
+    """DROPOUT_SHAPES' fused shapes take numba's fused path; fused-784-narrow's first layer
+    is _forward_dots on every target and dtype, fused-784's _forward_rows."""
+    pytest.importorskip("numba")
+    from fastnn.kernels.step import narrow_layer
+
+    from fastnn.backends.numba import fusable
+
+    for name, (sizes, _, rows) in DROPOUT_SHAPES.items():
+        X, y, params = random_problem(np.random.default_rng(0), sizes, rows, np.float32)
+        assert fusable(params, X, y, None) == name.startswith("fused"), name
+    for dtype in (np.float32, np.float64):
+        assert narrow_layer(*DROPOUT_SHAPES["fused-784-narrow"][0][:2], dtype)
+        assert not narrow_layer(*DROPOUT_SHAPES["fused-784"][0][:2], dtype)
+
+
+@pytest.mark.parametrize(
+    ("shape", "batch"), [("fused-tiles", 600), ("fused-784-narrow", 64), ("fused-784", 64)]
+)
+def test_numba_fused_dropout_is_the_same_on_any_thread_count(shape, batch):
+    """The fused kernel with dropout and a schedule, minibatches of several tiles claimed by
+    1 or 2 threads: bit for bit the same trajectory (masks by the rows' places in the
+    minibatch, not in the tile), and the reference's within the tolerance."""
+    pytest.importorskip("numba")
+    be = get_backend("numba")
+    sizes, _, rows = DROPOUT_SHAPES[shape]
+    X, y, params = random_problem(np.random.default_rng(3), sizes, rows, np.float64)
+    opt = optimizer("adam", "softmax", sizes[0], schedule=SCHEDULES["cosine"], dropout=DROPOUT,
+                    dropout_seed=5)  # fmt: skip
+
+    def run(backend, threads):
+        with backend.limit_threads(threads):
+            return run_training(backend, X, y, params, opt, "relu", batch, 20, seed=1)
+
+    one, two = run(be, 1), run(be, 2)
+    assert one[1:] == two[1:]
+    for a, b in zip(one[0], two[0], strict=True):
+        assert np.array_equal(bits(a), bits(b))
+    assert_trajectory_close(one, run(REFERENCE, None), np.float64, None)

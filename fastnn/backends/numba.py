@@ -4,7 +4,10 @@ Two paths, chosen by shape in ``train_batches``: networks with one narrow hidden
 whole runs of minibatches in one fused multithreaded kernel (kernels/step.py; softmax,
 identity and exp outputs, unweighted); every other network, and every weighted or multi-label
 ("logistic") fit, uses BLAS matrix products with fused epilogues, softmax cross-entropy and
-optimizer updates (the reference's maths for the other losses).
+optimizer updates (the reference's maths for the other losses). Both train with the
+optimizer's learning-rate schedule and dropout as the reference does: the fused kernel takes
+each step's rate and draws fastnn.dropout's masks itself, the layered path draws them with
+kernels/dropout.py (the ``dropout`` verb).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from threadpoolctl import ThreadpoolController
 
 from fastnn.backends.base import Backend, dense_rows
 from fastnn.cores import FreeCores
+from fastnn.dropout import MASK32, threshold
 from fastnn.kernels.activations import ACTIVATION_CODES
+from fastnn.kernels.dropout import dropout_
 from fastnn.kernels.linear import act_grad_colsum, bias_act_
 from fastnn.kernels.loss import softmax_, softmax_xent_
 from fastnn.kernels.optim import adam_, sgd_
@@ -117,7 +122,9 @@ class NumbaBackend(Backend):
     ) -> None:  # fmt: skip
         """Compile, or load from numba's on-disk cache, every kernel a run with these arguments
         calls (training on its path, validation scores, predictions), by running them once on
-        the first rows of X with copies of the parameters and optimizer state."""
+        the first rows of X with copies of the parameters and optimizer state; the dropout
+        kernel always (a few microseconds when cached), so that ``fastnn compile`` compiles
+        it for the runs that set a dropout rate."""
         rows = min(WARM_UP_ROWS, X.shape[0])
         x, y = dense_rows(self, X, slice(0, rows)), y_idx[:rows]  # views of a dense X: the
         # same numba types as the whole arrays
@@ -130,6 +137,7 @@ class NumbaBackend(Backend):
             logits = self.forward(ps, x, activation)
             self.output_loss(logits, y, output, w)  # validation scores
             self.output_probs(logits, output)  # predictions
+            self.dropout(logits, 0, 0, 0, 0.5)
 
     @contextlib.contextmanager
     def scoring_between_epochs(self, params: list[np.ndarray]) -> Iterator[None]:
@@ -155,6 +163,16 @@ class NumbaBackend(Backend):
         dz, db = act_grad_colsum(_c(dy), _c(y), ACTIVATION_CODES[activation])
         dW = x.T @ dz
         return (dz @ W.T if need_dx else None), dW, db
+
+    def dropout(
+        self, h: np.ndarray, seed: int, step: int, layer: int, rate: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(h * mask, mask) in one pass (kernels/dropout.py), fastnn.dropout's masks."""
+        h = _c(h)
+        out, mask = np.empty_like(h), np.empty_like(h)
+        dropout_(h, seed & MASK32, step & MASK32, layer, threshold(rate), 1.0 / (1.0 - rate),
+                 out, mask)  # fmt: skip
+        return out, mask
 
     def softmax_xent(self, logits: np.ndarray, y_idx: np.ndarray) -> tuple[Any, np.ndarray]:
         logits = _c(logits)
@@ -210,23 +228,29 @@ class NumbaBackend(Backend):
         index: np.ndarray | None, start: int, stop: int, batch_size: int, activation: str,
         opt: Optimizer, threads: int, output: str = "softmax",
     ) -> tuple[Any, Any]:  # fmt: skip
+        """The fused kernel over the minibatches of rows start:stop, each step at the rate
+        opt.rate gives its number (state.step + k for the call's k-th step, as the
+        reference's apply_update) and with opt's dropout."""
         W1, b1, W2, b2 = params
         slots = [state.slots.get("velocity", state.slots.get("m")), state.slots.get("v")]
         s = slots[0] or [_empty_like(p) for p in params]
         q = slots[1] or [_empty_like(p) for p in params]
+        steps = -(-(stop - start) // batch_size)
+        rates = np.array([opt.rate(state.step + k) for k in range(steps)], dtype=np.float64)
         loss_sum, correct, state.step = fused_batches(
             X, y_idx, index if index is not None else np.empty(0, np.int64), index is not None,
             start, stop, batch_size, W1, b1, W2, b2, ACTIVATION_CODES[activation],
-            OUTPUT_CODES[output], opt.name == "adam", float(opt.lr), float(opt.momentum),
+            OUTPUT_CODES[output], opt.name == "adam", rates, float(opt.momentum),
             bool(opt.nesterov), opt.name == "sgd" and opt.momentum > 0, float(opt.beta1),
             float(opt.beta2), float(opt.eps), float(opt.weight_decay), float(opt.alpha),
-            state.step, *s, *q,
+            float(opt.dropout), int(opt.dropout_seed), state.step, *s, *q,
             threads, numba.config.NUMBA_NUM_THREADS,
         )  # fmt: skip
         return loss_sum, correct
 
 
-KERNELS = (bias_act_, act_grad_colsum, softmax_xent_, softmax_, sgd_, adam_, fused_steps)
+KERNELS = (bias_act_, act_grad_colsum, softmax_xent_, softmax_, sgd_, adam_, dropout_,
+           fused_steps)  # fmt: skip
 WARM_UP_ROWS = 8  # rows warm_up trains on: enough for every kernel to run its code
 
 
