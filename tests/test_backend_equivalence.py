@@ -260,10 +260,15 @@ def test_optimizer_updates(backend, dtype, opt_name):
 @pytest.mark.parametrize("shape", list(SHAPES))
 def test_loss_and_gradients(backend, dtype, activation, shape, output):
     sizes, _, rows = SHAPES[shape]
+    check_loss_and_grads(backend, dtype, activation, sizes, rows, output)
+
+
+def check_loss_and_grads(backend, dtype, activation, sizes, rows, output, **dropout) -> None:
+    """The backend's loss, hit count and gradients on a random problem: the reference's."""
     X, y, params = random_problem(np.random.default_rng(11), sizes, rows, dtype, output)
-    ref = REFERENCE.loss_and_grads(params, X, y, activation, output)
+    ref = REFERENCE.loss_and_grads(params, X, y, activation, output, **dropout)
     got = backend.loss_and_grads([backend.asarray(p) for p in params], backend.asarray(X),
-                                 backend.asarray(y), activation, output)  # fmt: skip
+                                 backend.asarray(y), activation, output, **dropout)  # fmt: skip
     assert_loss_close(got[0], ref[0], dtype)
     assert int(got[1]) == int(ref[1])
     for g, r in zip(got[2], ref[2], strict=True):
@@ -331,15 +336,8 @@ def test_dropout_masks_bit_for_bit(backend, dtype, shape):
 def test_loss_and_gradients_with_dropout(backend, dtype, activation, shape, output):
     """Loss, hits and gradients with dropout (seed and step past 2**32): the reference's."""
     sizes, _, rows = DROPOUT_SHAPES[shape]
-    X, y, params = random_problem(np.random.default_rng(11), sizes, rows, dtype, output)
     drop = dict(dropout=DROPOUT, seed=2**32 + 5, step=2**32 - 1)
-    ref = REFERENCE.loss_and_grads(params, X, y, activation, output, **drop)
-    got = backend.loss_and_grads([backend.asarray(p) for p in params], backend.asarray(X),
-                                 backend.asarray(y), activation, output, **drop)  # fmt: skip
-    assert_loss_close(got[0], ref[0], dtype)
-    assert int(got[1]) == int(ref[1])
-    for g, r in zip(got[2], ref[2], strict=True):
-        assert_close(backend.to_numpy(g), r, dtype)
+    check_loss_and_grads(backend, dtype, activation, sizes, rows, output, **drop)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
