@@ -334,6 +334,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from sklearn.exceptions import ConvergenceWarning
 
     from fastnn.data import load
+    from fastnn.estimator import DivergenceWarning
     from fastnn.train import check_exploding
     from fastnn.warmup import announce_compiles
 
@@ -355,6 +356,11 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         if run["dataset"] not in DATASET_NAMES and Path(run["dataset"]).exists():
             run["dataset"] = str(Path(run["dataset"]).resolve())  # resumable from elsewhere
         model = None
+    if run["warmup"] > run["epochs"]:
+        raise UsageError(
+            f"fastnn train: error: --warmup {run['warmup']:g} is longer than the run's "
+            f"{run['epochs']} epochs; shorten the warm-up or raise --epochs"
+        )
     checkpoint_dir = _checkpoint_dir(args)
     if args.plot:
         from fastnn.plot import require_matplotlib
@@ -407,7 +413,12 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
             announce = not (args.quiet or args.json)  # a cold numba cache, once per process
             with warnings.catch_warnings(), announce_compiles(announce):
                 warnings.simplefilter("ignore", ConvergenceWarning)  # the user chose --epochs
-                model.fit(X_train, y_train, validation_data=validation, on_epoch_end=on_epoch_end)
+                warnings.simplefilter("error", DivergenceWarning)  # a divergence is an error
+                try:
+                    model.fit(X_train, y_train, validation_data=validation,
+                              on_epoch_end=on_epoch_end)  # fmt: skip
+                except DivergenceWarning as warning:
+                    raise warning.diverged from None
             warm_up_seconds = model.warm_up_seconds_
         elif model.early_stopping:  # a finished run's checkpoint holds the last weights
             model.use_best_weights()

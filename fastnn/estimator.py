@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 import time
@@ -37,6 +38,16 @@ BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")  # restora
 LEARNING_RATES = ("constant", "invscaling", "adaptive")  # schedules; sgd only, as scikit-learn
 
 
+class DivergenceWarning(ConvergenceWarning):
+    """Training diverged after early stopping had a best epoch, whose weights the model keeps,
+    as scikit-learn's; ``diverged`` is the divergence, for callers that treat it as an error
+    (the CLI)."""
+
+    def __init__(self, message: str, diverged: TrainingDiverged) -> None:
+        super().__init__(message)
+        self.diverged = diverged
+
+
 class BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share (scikit-learn's BaseMultilayerPerceptron):
     the parameters, training by minibatch SGD or Adam (or L-BFGS), early stopping, files.
@@ -55,8 +66,11 @@ class BaseMLP(BaseEstimator):
     at inference; masks from fastnn.dropout's hash of a seed drawn once per model, the step
     and the unit, so every backend and a resumed fit draw the same); ``lr_schedule``
     ("constant", "cosine", "onecycle": fastnn.schedule) scales ``learning_rate_init`` per
-    update over ``schedule_epochs`` epochs (None: ``max_iter``; the rate then stays at its
-    last value), after ``warmup_epochs`` of linear warm-up (onecycle: of rise). They replace
+    update, after ``warmup_epochs`` of linear warm-up (onecycle: of rise), over each fit's
+    ``max_iter`` epochs (a warm start starts a new schedule; partial_fit calls share the
+    first one's), or over ``schedule_epochs`` epochs from the model's first update, across
+    warm starts (how a resumed run continues); past its end the rate stays at its last
+    value. They replace
     scikit-learn's ``learning_rate`` schedules, which must then stay "constant".
     """
 
@@ -178,6 +192,7 @@ class BaseMLP(BaseEstimator):
             self._check_continuation(y, incremental, classes)
             if not incremental:  # warm start: a new run of max_iter epochs, as scikit-learn
                 self._learning_rate = float(self.learning_rate_init)
+                self._schedule_span = None  # and its schedule: _schedule
             if self.early_stopping != (self.validation_scores_ is not None):  # switched
                 self._reset_stopping()
         y_idx = self._targets(y)
@@ -239,7 +254,7 @@ class BaseMLP(BaseEstimator):
                         # the diverged epoch scores NaN
                         self.validation_scores_.append(float("nan"))
                         kept = "early stopping keeps the weights of the best validation score"
-                        warnings.warn(f"{exc}; {kept}", ConvergenceWarning, stacklevel=3)
+                        warnings.warn(DivergenceWarning(f"{exc}; {kept}", exc), stacklevel=3)
                         stopped = True
                         break
                     self.n_iter_ += 1
@@ -333,6 +348,7 @@ class BaseMLP(BaseEstimator):
         self._rng = _generator(self.random_state)
         self._optimizer_state: OptimizerState | None = None
         self._dropout_seed: int | None = None
+        self._schedule_span: tuple[int, int, int] | None = None  # Schedule's start, total, warm-up
         self._learning_rate = float(self.learning_rate_init)
         self.loss_curve_: list[float] = []
         self.history_: list[dict[str, Any]] = []
@@ -533,6 +549,7 @@ class BaseMLP(BaseEstimator):
             "rng": self._rng.bit_generator.state,
             "learning_rate": self._learning_rate,
             "dropout_seed": self._dropout_seed,
+            "schedule_span": self._schedule_span,
             "t": self.t_,
             "no_improvement_count": self._no_improvement_count,
             "best_loss": self.best_loss_,
@@ -570,6 +587,8 @@ class BaseMLP(BaseEstimator):
             self._learning_rate = float(meta["learning_rate"])
             seed = meta.get("dropout_seed")  # absent in files from before dropout
             self._dropout_seed = None if seed is None else int(seed)
+            span = meta.get("schedule_span")  # absent in files from before: from update 0
+            self._schedule_span = None if span is None else tuple(int(v) for v in span)
             self.t_ = int(meta["t"])
             self._no_improvement_count = int(meta["no_improvement_count"])
             self.best_loss_ = meta["best_loss"]
@@ -634,12 +653,28 @@ class BaseMLP(BaseEstimator):
         )
 
     def _schedule(self, batches_per_epoch: int) -> Schedule | None:
-        """lr_schedule over schedule_epochs (or max_iter) epochs; None for a constant rate."""
-        warmup = round(self.warmup_epochs * batches_per_epoch)
-        if self.lr_schedule == "constant" and not warmup:
+        """lr_schedule, None for a constant rate. Each fit sets its span, in epochs of its
+        minibatches: schedule_epochs epochs from the model's first update (a resumed run's),
+        else max_iter epochs from this fit's first; partial_fit calls keep the span the first
+        of them set (and a file keeps it)."""
+        if self.lr_schedule == "constant" and not self.warmup_epochs:
             return None
-        epochs = self.schedule_epochs or self.max_iter
-        return Schedule(self.lr_schedule, epochs * batches_per_epoch, warmup)
+        done = 0 if self._optimizer_state is None else self._optimizer_state.step
+        if self._schedule_span is None:
+            start = 0 if self.schedule_epochs else done
+            epochs = self.schedule_epochs or self.max_iter
+            warmup = math.ceil(self.warmup_epochs * batches_per_epoch)  # at least 1 if any
+            self._schedule_span = (start, epochs * batches_per_epoch, warmup)
+        start, total, warmup = self._schedule_span
+        if self.lr_schedule != "constant" and done >= start + total:
+            warnings.warn(
+                f"the {self.lr_schedule} learning-rate schedule ended {done - start - total} "
+                f"updates ago (it spans {total}); training goes on at its last rate: for "
+                "partial_fit, set max_iter or schedule_epochs to the number of epochs",
+                UserWarning,
+                stacklevel=4,
+            )
+        return Schedule(self.lr_schedule, total, warmup, start_step=start)
 
     def _check_params(self) -> None:
         """Check every constructor argument; messages name it, the value and what is accepted."""
@@ -699,6 +734,12 @@ class BaseMLP(BaseEstimator):
         _check_number("warmup_epochs", self.warmup_epochs, low=0)
         if self.schedule_epochs is not None:
             _check_integer("schedule_epochs", self.schedule_epochs, "None or a positive integer")
+        epochs = self.schedule_epochs or self.max_iter
+        if self.warmup_epochs > epochs:
+            raise ValueError(
+                f"warmup_epochs={self.warmup_epochs!r} is longer than the schedule's {epochs} "
+                "epochs (schedule_epochs, else max_iter); shorten the warm-up"
+            )
         scheduled = self.lr_schedule != "constant" or self.warmup_epochs > 0
         if self.solver == "lbfgs" and (scheduled or self.dropout):
             raise ValueError(
@@ -804,13 +845,6 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         strings, e.g. 'True') are scikit-learn's."""
         two_classes = y_idx.ndim == 1 and len(self.classes_) == 2
         return (y_idx == 1)[:, None] if two_classes else None
-
-    def use_best_weights(self) -> None:
-        """With ``early_stopping``, set the weights to those of the best validation score, as
-        fit does when it ends (for a model loaded from a checkpoint taken before that)."""
-        check_is_fitted(self, "coefs_")
-        if self._best_params is not None:
-            self._set_params_arrays([p.copy() for p in self._best_params])
 
     # ---- inference ----------------------------------------------------------------------
     def predict_proba(self, X: Any) -> np.ndarray:

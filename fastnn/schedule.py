@@ -21,16 +21,18 @@ ONECYCLE_END = 1e4  # PyTorch's final_div_factor: the last rate is the first ove
 
 @dataclass(frozen=True)
 class Schedule:
-    """``name`` over ``total_steps`` updates, with ``warmup_steps`` of linear warm-up
-    (constant, cosine) or of rise (onecycle; 0: ONECYCLE_RISE of the steps)."""
+    """``name`` over ``total_steps`` updates from update number ``start_step`` (a run that
+    continues a model's training), with ``warmup_steps`` of linear warm-up (constant, cosine)
+    or of rise (onecycle; 0: ONECYCLE_RISE of the steps)."""
 
     name: str
     total_steps: int
     warmup_steps: int = 0
+    start_step: int = 0
 
     def factor(self, step: int) -> float:
         """The multiple of the base learning rate for update number ``step`` (from 0)."""
-        t = min(step, self.total_steps - 1)
+        t = min(max(step - self.start_step, 0), self.total_steps - 1)
         if self.name == "onecycle":
             return self._onecycle(t)
         warmup = min(self.warmup_steps, self.total_steps)

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -71,6 +72,12 @@ def test_every_update_uses_the_schedules_rate():
         moves.append(-float(params[0][0]))
     assert moves == [opt.rate(t) for t in range(5)]
     assert moves[0] == 0.1 and moves[1] == 0.1 and moves[2] < 0.1
+
+
+def test_a_schedule_starting_later_is_the_same_schedule_shifted():
+    s, later = Schedule("onecycle", 20, 3), Schedule("onecycle", 20, 3, start_step=7)
+    assert [later.factor(t + 7) for t in range(25)] == [s.factor(t) for t in range(25)]
+    assert later.factor(0) == s.factor(0)  # before its start: its first rate
 
 
 # ---- dropout masks ------------------------------------------------------------------------
@@ -152,6 +159,8 @@ def test_dropout_changes_training_not_predictions(digits):
         ({"solver": "lbfgs", "lr_schedule": "cosine"}, "apply to solver='sgd' or 'adam'"),
         ({"solver": "sgd", "learning_rate": "invscaling", "lr_schedule": "cosine"},
          "replaces learning_rate='invscaling'; set learning_rate='constant'"),
+        ({"warmup_epochs": 1.5}, "warmup_epochs=1.5 is longer than the schedule's 1 epochs"),
+        ({"warmup_epochs": 1e308}, "warmup_epochs=1e+308 is longer than the schedule's"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("estimator", [MLPClassifier, MLPRegressor])
@@ -179,6 +188,35 @@ def test_a_fit_with_dropout_and_a_schedule_resumes_bit_identically(backend, sche
     # the seed is the model's: another random_state draws other masks
     other = MLPClassifier(max_iter=2, **{**kw, "random_state": 5, "backend": "numpy"})
     assert other.fit(digits.X_train, digits.y_train)._dropout_seed != first._dropout_seed
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "onecycle"])
+def test_a_warm_start_fit_is_a_new_run_with_its_own_schedule(schedule, digits):
+    """Each fit is a run of max_iter epochs (scikit-learn's warm start): a second fit's
+    schedule starts anew, it does not stay at the end of the first's."""
+    kw = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0, backend="numpy",
+              lr_schedule=schedule, n_iter_no_change=99, dtype="float64")  # fmt: skip
+    model = MLPClassifier(**kw).fit(digits.X_train, digits.y_train)
+    before = [w.copy() for w in model.coefs_]
+    model.set_params(warm_start=True).fit(digits.X_train, digits.y_train)
+    moved = max(float(np.abs(a - b).max()) for a, b in zip(model.coefs_, before, strict=True))
+    assert moved > 0.01  # not frozen at the first schedule's last, tiny rate
+    assert model.loss_curve_[-1] < model.loss_curve_[4] - 0.05
+
+
+def test_partial_fit_calls_share_the_first_calls_schedule(digits):
+    """The schedule spans max_iter epochs of the first call's minibatches, whatever later
+    calls hold; after its end, partial_fit says so."""
+    X, y = digits.X_train[:1000], digits.y_train[:1000]
+    model = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, batch_size=200, backend="numpy",
+                          lr_schedule="cosine", random_state=0)  # fmt: skip
+    model.partial_fit(X, y, classes=np.unique(digits.y_train))  # 5 of 10 updates
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(5):  # a smaller call does not shorten the schedule: updates 6 to 10
+            model.partial_fit(X[:200], y[:200])
+    with pytest.warns(UserWarning, match="cosine learning-rate schedule ended 0 updates ago"):
+        model.partial_fit(X[:200], y[:200])
 
 
 def test_early_stopping_holds_out_validation_data_and_keeps_its_best_epoch(digits):
@@ -212,6 +250,8 @@ def _train(tmp_path, *extra, out="m.npz"):
         (["--dropout", "1"], "argument --dropout: expected a number in [0, 1), got '1'"),
         (["--schedule", "step"], "argument --schedule: invalid choice: 'step'"),
         (["--warmup", "-1"], "argument --warmup: expected a number >= 0, got '-1'"),
+        (["--warmup", "5", "--epochs", "4"], "--warmup 5 is longer than the run's 4 epochs"),
+        (["--warmup", "1e308", "--epochs", "3"], "--warmup 1e+308 is longer than the run's 3"),
         (["--patience", "0", "--validation-fraction", "0.1"],
          "argument --patience: expected a positive integer, got '0'"),
     ],
@@ -238,6 +278,27 @@ def test_cli_keeps_the_best_validation_epoch_and_stops_on_patience(tmp_path, cap
                                           stratify=data.y_train, random_state=1)  # fmt: skip
     model = load_model(tmp_path / "m.npz")
     assert model.score(X_val, y_val) == pytest.approx(result["validation_accuracy"], abs=1e-12)
+
+
+def test_cli_divergence_after_a_best_epoch_is_an_error(tmp_path, capsys, monkeypatch):
+    """With --validation-fraction the estimator keeps its best epoch when training diverges
+    (as scikit-learn's); the CLI still reports the divergence: exit 1, no model file."""
+    from fastnn import estimator
+    from fastnn.errors import TrainingDiverged
+
+    epochs, real_train = [], estimator.train
+
+    def diverging_third_epoch(*args, **kwargs):
+        epochs.append(1)
+        if len(epochs) == 3:
+            raise TrainingDiverged("training diverged at epoch 3, batch 2: lower --lr")
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(estimator, "train", diverging_third_epoch)
+    assert main(_train(tmp_path, "--epochs", "5", "--validation-fraction", "0.2")) == 1
+    out, err = capsys.readouterr()
+    assert err == "fastnn: error: training diverged at epoch 3, batch 2: lower --lr\n"
+    assert out == "" and not (tmp_path / "m.npz").exists() and len(epochs) == 3
 
 
 def test_cli_resume_of_a_patience_stopped_run_trains_no_more(tmp_path, capsys):
