@@ -31,7 +31,13 @@ from fastnn.schedule import SCHEDULES
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "adam": 0.001}
-DEFAULT_EPOCHS = 10
+# The default recipe (README's "Recipes"), chosen on a validation split of Fashion-MNIST's
+# training set: one hidden layer of 512 relu units, dropout 0.3, cosine decay over 40 epochs
+# (test accuracy 0.903-0.905 in 28-42 s of training on 2 Zen 4 cores)
+DEFAULT_HIDDEN = (512,)
+DEFAULT_DROPOUT = 0.3
+DEFAULT_SCHEDULE = "cosine"
+DEFAULT_EPOCHS = 40
 T = TypeVar("T")
 
 
@@ -171,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hidden",
         type=_hidden_sizes,
-        default=(128,),
+        default=DEFAULT_HIDDEN,
         metavar="N[,N...]",
-        help="hidden layer widths (default: 128)",
+        help=f"hidden layer widths (default: {','.join(map(str, DEFAULT_HIDDEN))})",
     )
     p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
@@ -209,15 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dropout",
         type=_fraction,
-        default=0.0,
+        default=DEFAULT_DROPOUT,
         metavar="P",
-        help="drop this share of every hidden layer's units in each training step (default: 0)",
+        help="drop this share of every hidden layer's units in each training step "
+        f"(default: {DEFAULT_DROPOUT}; 0 for none)",
     )
     p.add_argument(
         "--schedule",
         choices=SCHEDULES,
-        default="constant",
-        help="learning-rate schedule over the run's epochs, per step (default: constant)",
+        default=DEFAULT_SCHEDULE,
+        help="learning-rate schedule over the run's epochs, per step "
+        f"(default: {DEFAULT_SCHEDULE})",
     )
     p.add_argument(
         "--warmup",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fastnn import load_model
 from fastnn.cli import main
 from fastnn.data import load
 
@@ -95,6 +96,25 @@ def test_train_prints_a_summary(tmp_path, capsys):
     assert (tmp_path / "m.npz").is_file()
 
 
+def test_no_flags_train_the_default_recipe(tmp_path, capsys):
+    """Without flags, train runs the measured recipe (README's "Recipes"): 512 relu units,
+    dropout 0.3, Adam at 0.001 decayed by a cosine over 40 epochs of batch 128."""
+    out = tmp_path / "m.npz"
+    code, text, _ = run(capsys, "train", "--dataset", "digits", "--json", "--quiet",
+                        "--out", str(out))  # fmt: skip
+    result = json.loads(text)
+    assert code == 0 and result["layer_sizes"] == [64, 512, 10]
+    assert (result["dropout"], result["schedule"], result["epochs"]) == (0.3, "cosine", 40)
+    assert (result["optimizer"], result["learning_rate"], result["batch_size"]) == (
+        "adam",
+        1e-3,
+        128,
+    )
+    assert len(result["history"]) == 40 and result["test_accuracy"] > 0.95
+    model = load_model(out)
+    assert (model.dropout, model.lr_schedule, model.hidden_layer_sizes) == (0.3, "cosine", (512,))
+
+
 def test_seed_network_is_one_line(tmp_path, capsys):
     """The notebooks' network: one 10-unit relu layer, full-batch gradient descent, lr 0.1."""
     code, out, _ = run(
@@ -112,6 +132,10 @@ def test_seed_network_is_one_line(tmp_path, capsys):
         "0.1",
         "--epochs",
         "500",
+        "--dropout",
+        "0",
+        "--schedule",
+        "constant",
         "--json",
         "--quiet",
         "--out",
