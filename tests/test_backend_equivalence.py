@@ -254,17 +254,22 @@ def test_optimizer_updates(backend, dtype, opt_name):
         assert_close(backend.to_numpy(g), r, dtype)
 
 
+# every shape without dropout, and the dropout shapes with it (seed and step past 2**32)
+LOSS_CASES = {
+    **{shape: (SHAPES[shape], {}) for shape in SHAPES},
+    **{f"dropout-{shape}": (DROPOUT_SHAPES[shape],
+                            dict(dropout=DROPOUT, seed=2**32 + 5, step=2**32 - 1))
+       for shape in DROPOUT_SHAPES},
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("output", OUTPUTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
-@pytest.mark.parametrize("shape", list(SHAPES))
-def test_loss_and_gradients(backend, dtype, activation, shape, output):
-    sizes, _, rows = SHAPES[shape]
-    check_loss_and_grads(backend, dtype, activation, sizes, rows, output)
-
-
-def check_loss_and_grads(backend, dtype, activation, sizes, rows, output, **dropout) -> None:
+@pytest.mark.parametrize("case", list(LOSS_CASES))
+def test_loss_and_gradients(backend, dtype, activation, case, output):
     """The backend's loss, hit count and gradients on a random problem: the reference's."""
+    (sizes, _, rows), dropout = LOSS_CASES[case]
     X, y, params = random_problem(np.random.default_rng(11), sizes, rows, dtype, output)
     ref = REFERENCE.loss_and_grads(params, X, y, activation, output, **dropout)
     got = backend.loss_and_grads([backend.asarray(p) for p in params], backend.asarray(X),
@@ -327,17 +332,6 @@ def test_dropout_masks_bit_for_bit(backend, dtype, shape):
         out = backend.dropout(backend.asarray(np.full((1, 64), np.inf, dtype)), 0, 0, 0, 0.5)[0]
     out = backend.to_numpy(out)
     assert np.isnan(out).any() and np.isinf(out).any()
-
-
-@pytest.mark.parametrize("output", OUTPUTS)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
-@pytest.mark.parametrize("shape", list(DROPOUT_SHAPES))
-def test_loss_and_gradients_with_dropout(backend, dtype, activation, shape, output):
-    """Loss, hits and gradients with dropout (seed and step past 2**32): the reference's."""
-    sizes, _, rows = DROPOUT_SHAPES[shape]
-    drop = dict(dropout=DROPOUT, seed=2**32 + 5, step=2**32 - 1)
-    check_loss_and_grads(backend, dtype, activation, sizes, rows, output, **drop)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
