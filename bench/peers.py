@@ -17,17 +17,26 @@ from bench.workloads import Workload
 from fastnn.backends import get_backend
 from fastnn.model import predict_proba
 from fastnn.optim import Optimizer, init_state
+from fastnn.schedule import Schedule
 from fastnn.train import train
 
+SCHEDULE_EPOCHS = 8  # a scheduled workload's schedule spans this many epochs of its rows
 
-def fastnn_optimizer(w: Workload) -> Optimizer:
-    return Optimizer(w.solver, w.lr)
+
+def fastnn_optimizer(w: Workload, rows: int) -> Optimizer:
+    """The workload's update rule with its dropout (seed 0) and schedule: over
+    SCHEDULE_EPOCHS epochs of ``rows`` rows, the first 2% of its steps a linear warm-up."""
+    schedule = None
+    if w.schedule:
+        steps = SCHEDULE_EPOCHS * -(-rows // w.batch_size)
+        schedule = Schedule(w.schedule, steps, warmup_steps=steps // 50)
+    return Optimizer(w.solver, w.lr, dropout=w.dropout, schedule=schedule)
 
 
 class FastnnImpl:
     def __init__(self, backend: str, w: Workload, init: list[np.ndarray], X, y) -> None:
         self.backend = get_backend(backend)
-        self.w, self.opt = w, fastnn_optimizer(w)
+        self.w, self.opt = w, fastnn_optimizer(w, len(X))
         self.params = [self.backend.asarray(p.copy()) for p in init]
         self.state = init_state(self.backend, self.opt, self.params)
         self.X, self.y = self.backend.asarray(X), self.backend.asarray(y)

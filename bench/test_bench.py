@@ -13,12 +13,10 @@ import numpy as np
 import pytest
 
 from bench.conftest import settle
-from bench.peers import FastnnImpl, SklearnImpl, TorchImpl, fastnn_optimizer
-from bench.workloads import DROPOUT_WORKLOADS, N_INFERENCE, N_TRAIN, WORKLOADS, Workload
+from bench.peers import FastnnImpl, SklearnImpl, TorchImpl
+from bench.workloads import DROPOUT_WORKLOADS, N_INFERENCE, WORKLOADS, Workload
 from fastnn.backends import backend_names, get_backend, unavailable_reason
 from fastnn.model import init_params
-from fastnn.optim import Optimizer
-from fastnn.schedule import Schedule
 
 FASTNN = [f"fastnn-{b}" for b in backend_names() if b != "auto"]
 IMPLEMENTATIONS = [*FASTNN, "torch-cpu", "torch-cuda", "sklearn"]
@@ -98,14 +96,7 @@ def test_throughput(benchmark, workload, impl, mnist_like, record):
     record(benchmark, w, impl, first_call)
 
 
-DROPOUT_ROUNDS = {"small": 7, "medium": 5}
-
-
-def regularised_optimizer(w: Workload, steps: int) -> Optimizer:
-    """The workload's optimizer with its dropout and schedule (over ``steps`` updates, the
-    first 2% a linear warm-up), seed 0."""
-    schedule = w.schedule and Schedule(w.schedule, steps, warmup_steps=steps // 50)
-    return dataclasses.replace(fastnn_optimizer(w), dropout=w.dropout, schedule=schedule)
+DROPOUT_ROUNDS = {"small": 7, "medium": 5}  # with the warm-up, within SCHEDULE_EPOCHS
 
 
 @pytest.mark.parametrize("workload", list(DROPOUT_WORKLOADS))
@@ -117,30 +108,16 @@ def test_dropout_schedule_cost(benchmark, workload, mnist_like, record):
     so that its note compares the two under the same load (a shared machine's drifts
     otherwise swamp a few percent between two rows timed a minute apart)."""
     w = DROPOUT_WORKLOADS[workload]
+    make = factory("fastnn-numba")
     X, y = mnist_like
+    check_matches_numpy(make, w, X, y)
     base = workload.split("-")[0]
-    rounds = DROPOUT_ROUNDS[base]
-    Xc, yc = X[:CHECK_ROWS], y[:CHECK_ROWS]
-    check = dataclasses.replace(w, batch_size=CHECK_ROWS // 8)
-    numpy, losses = get_backend("numpy"), []
-    for impl in ("fastnn-numpy", "fastnn-numba"):
-        runner = factory(impl)(check, initial_params(w), Xc, yc)
-        runner.opt = regularised_optimizer(check, 8)
-        runner.epoch(shuffle=False)
-        params = [np.asarray(p, dtype=np.float32) for p in runner.get_params()]
-        losses.append(float(numpy.softmax_xent(numpy.forward(params, Xc, w.activation), yc)[0]))
-    assert losses[1] == pytest.approx(losses[0], rel=2e-3), "loss after a few steps differs"
-
-    def runner_for(w: Workload) -> FastnnImpl:
-        runner = factory("fastnn-numba")(w, initial_params(w), X, y)
-        runner.opt = regularised_optimizer(w, (1 + rounds) * -(-N_TRAIN // w.batch_size))
-        return runner
-
-    runner = runner_for(w)
+    runner = make(w, initial_params(w), X, y)
     t0 = time.perf_counter()
     runner.epoch()  # warm-up: JIT compilation and caches; reported, not timed
     first_call = time.perf_counter() - t0
-    paired = runner_for(DROPOUT_WORKLOADS[f"{base}-dropout-off"]) if w.dropout else None
+    w_off = DROPOUT_WORKLOADS[f"{base}-dropout-off"]
+    paired = make(w_off, initial_params(w_off), X, y) if w.dropout else None
     off_times: list[float] = []
 
     def time_an_off_epoch() -> None:
@@ -156,7 +133,7 @@ def test_dropout_schedule_cost(benchmark, workload, mnist_like, record):
     benchmark.group = f"{base}-dropout"
     benchmark.name = workload
     setup = None if paired is None else time_an_off_epoch
-    benchmark.pedantic(runner.epoch, setup=setup, rounds=rounds, iterations=1)
+    benchmark.pedantic(runner.epoch, setup=setup, rounds=DROPOUT_ROUNDS[base], iterations=1)
     note = ""
     if off_times and benchmark.stats is not None:
         off = float(np.median(off_times))
