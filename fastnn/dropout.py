@@ -54,6 +54,11 @@ def threshold(rate: float) -> int:
     return min(int(rate * 2.0**32), MASK32)
 
 
+def keep_scale(rate: float) -> float:
+    """A kept unit's factor, 1 / (1 - rate), in float64: each backend rounds it to its dtype."""
+    return 1.0 / (1.0 - rate)
+
+
 def keep_mask(xp: Any, seed: int, step: int, layer: int, shape: tuple[int, int], rate: float,
               dtype: Any) -> Any:  # fmt: skip
     """The (rows, units) mask of one hidden layer in one step, on array module ``xp``: 1 / (1
@@ -61,5 +66,5 @@ def keep_mask(xp: Any, seed: int, step: int, layer: int, shape: tuple[int, int],
     rows = xp.arange(shape[0], dtype=xp.uint32) ^ xp.uint32(layer_key(seed, step, layer))
     units = xp.arange(shape[1], dtype=xp.uint32)
     bits = mix32_array(mix32_array(rows)[:, None] ^ units[None, :])
-    scale = np.dtype(dtype).type(1.0 / (1.0 - rate))
+    scale = np.dtype(dtype).type(keep_scale(rate))
     return xp.where(bits >= xp.uint32(threshold(rate)), scale, np.dtype(dtype).type(0))

@@ -100,7 +100,7 @@ from fastnn.kernels.target import VECTOR_REGISTERS
 from fastnn.kernels.team import linger, team
 from numba import njit
 
-from fastnn.dropout import threshold
+from fastnn.dropout import MASK32, keep_scale, threshold
 
 FASTMATH = {"reassoc", "contract", "nsz"}  # no "fast" NaN/inf assumptions
 
@@ -731,10 +731,10 @@ def fused_batches(
     sync = np.zeros((steps * 4 + 1) * SYNC, dtype=np.int64)
     # the hash's threshold and scale as fastnn.dropout's keep_mask takes them, the seed modulo
     # 2**32 as its mix32 does
-    least, scale = (threshold(dropout), 1.0 / (1.0 - dropout)) if dropping else (0, 1.0)
+    least, scale = (threshold(dropout), keep_scale(dropout)) if dropping else (0, 1.0)
     args = (X, y, index, use_index, start, stop, batch, theta, theta_s, theta_q, segments, D, H,
             C, narrow, code, output, adam, rates, momentum, nesterov, use_velocity, beta1, beta2,
-            eps, weight_decay, alpha, dropping, seed & 0xFFFFFFFF, least, scale, step)  # fmt: skip
+            eps, weight_decay, alpha, dropping, seed & MASK32, least, scale, step)  # fmt: skip
     errors = []
 
     def failed(e):  # a helper's exception: the other threads stop waiting for it

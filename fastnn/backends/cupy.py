@@ -23,7 +23,7 @@ import cupy
 import numpy
 
 from fastnn.backends.base import Backend
-from fastnn.dropout import layer_key, threshold
+from fastnn.dropout import keep_scale, layer_key, threshold
 
 # The codes of kernels/cuda/common.cuh's ActivationCode, the same numbers as
 # kernels/activations.py's ACTIVATION_CODES (tests/test_cupy_host.py compares the three).
@@ -206,7 +206,7 @@ class CupyBackend(Backend):
                 _grid(h.size), (THREADS,),
                 (h, out, mask, numpy.int64(n), numpy.int64(m),
                  numpy.uint32(layer_key(seed, step, layer)), numpy.uint32(threshold(rate)),
-                 h.dtype.type(1.0 / (1.0 - rate))),
+                 h.dtype.type(keep_scale(rate))),
             )  # fmt: skip
         return out, mask
 

@@ -23,7 +23,7 @@ from threadpoolctl import ThreadpoolController
 
 from fastnn.backends.base import Backend, dense_rows
 from fastnn.cores import FreeCores
-from fastnn.dropout import MASK32, threshold
+from fastnn.dropout import MASK32, keep_scale, threshold
 from fastnn.kernels.activations import ACTIVATION_CODES
 from fastnn.kernels.dropout import dropout_
 from fastnn.kernels.linear import act_grad_colsum, bias_act_
@@ -170,7 +170,7 @@ class NumbaBackend(Backend):
         """(h * mask, mask) in one pass (kernels/dropout.py), fastnn.dropout's masks."""
         h = _c(h)
         out, mask = np.empty_like(h), np.empty_like(h)
-        dropout_(h, seed & MASK32, step & MASK32, layer, threshold(rate), 1.0 / (1.0 - rate),
+        dropout_(h, seed & MASK32, step & MASK32, layer, threshold(rate), keep_scale(rate),
                  out, mask)  # fmt: skip
         return out, mask
 
